@@ -1,0 +1,8 @@
+"""Attention modules. Each maps a channels-last ``(B, H, W, C)`` map to the same shape."""
+
+from .clo import CloAttention
+from .dilated import MultiScaleDilatedAttention
+from .hilo import HiLoAttention
+from .outlook import OutlookAttention
+
+__all__ = ["CloAttention", "HiLoAttention", "MultiScaleDilatedAttention", "OutlookAttention"]

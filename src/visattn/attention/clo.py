@@ -1,0 +1,112 @@
+"""CloFormer attention: AttnConv local groups beside a pooled-key/value global group."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import _validate
+from ..functional import attention
+from ..layers import pointwise
+
+
+class AttnMap(nn.Module):
+    """CloFormer's context-aware weight generator: 1x1 conv -> SiLU -> 1x1 conv, on channels-last input."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.act_block = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.SiLU(), nn.Conv2d(dim, dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., dim) -> (..., dim)
+        return pointwise(self.act_block[2], F.silu(pointwise(self.act_block[0], x)))
+
+
+class CloAttention(nn.Module):
+    """CloFormer attention (official ``EfficientAttention``, the blogs' ``CloAttention``).
+
+    ``group_split`` lists heads per group: each of the first ``len(kernel_sizes)`` groups is an AttnConv
+    local branch (1x1 qkv conv, ``k x k`` depthwise conv, ``tanh(act_block(q * k) * scale) * v``), the last
+    group attends globally to ``ws x ws`` average-pooled keys/values. Groups with 0 heads are skipped.
+    Outputs are concatenated (local groups, then global) and projected by a 1x1 conv.
+
+    Maps ``(B, H, W, C)`` to ``(B, H, W, C)`` for any ``H, W >= 1`` (wrap in :class:`visattn.ChannelsFirst`
+    for the official NCHW layout). Pooling is ``AvgPool2d(ws, ws)`` (floor mode): where the official module
+    runs (``H, W`` multiples of ``ws``, and the sizes where floor pooling happens to fit its reshape, e.g.
+    17x17 with ``ws`` 8) the results are identical, trailing rows/columns beyond the last full window are not
+    pooled. Where the official reshape fails (e.g. 12x12 with ``ws`` 8) the same floor pooling is used, and a
+    side shorter than ``ws`` is pooled whole (kernel ``min(ws, H) x min(ws, W)``), so every map size works.
+
+    Args:
+        dim: channels ``C``.
+        num_heads: heads ``nh``; ``hd = C / nh``.
+        group_split: heads per group, summing to ``num_heads``; the last entry is the global group.
+        kernel_sizes: odd depthwise kernel of each local group (``len(group_split) - 1`` entries).
+        window_size: pooling size ``ws`` of the global group (1: no pooling).
+        attn_drop, proj_drop: dropout on the local gates and global probabilities / on the output.
+        qkv_bias: bias of the q/k/v and output 1x1 convolutions.
+        impl: ``"fast"`` (SDPA for the global group) or ``"reference"`` (explicit attention matrix).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, group_split=(4, 4), kernel_sizes=(5,), window_size: int = 4,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, qkv_bias: bool = True, impl: str = "fast"):
+        super().__init__()
+        hd = self.head_dim = _validate.heads(dim, num_heads)
+        self.group_split = _validate.int_list("group_split", group_split, minimum=0)
+        self.kernel_sizes = _validate.int_list("kernel_sizes", kernel_sizes, odd=True)
+        if sum(self.group_split) != num_heads:
+            raise ValueError(f"group_split {list(self.group_split)} sums to {sum(self.group_split)} but num_heads is "
+                             f"{num_heads}; the heads of all groups must add up to num_heads")
+        if len(self.kernel_sizes) + 1 != len(self.group_split):
+            raise ValueError(f"kernel_sizes needs one entry per local group: len(group_split) - 1 = "
+                             f"{len(self.group_split) - 1}, got {len(self.kernel_sizes)} ({list(self.kernel_sizes)})")
+        self.window_size = _validate.positive_int("window_size", window_size)
+        self.dim, self.num_heads = dim, num_heads
+        self.scale = hd ** -0.5
+        self.attn_drop = _validate.probability("attn_drop", attn_drop)
+        self.impl = _validate.impl(impl)
+        self.local_heads = [g for g in self.group_split[:-1] if g > 0]
+        self.global_heads = self.group_split[-1]
+        if self.global_heads:
+            self.global_q = nn.Conv2d(dim, self.global_heads * hd, 1, bias=qkv_bias)
+            self.global_kv = nn.Conv2d(dim, 2 * self.global_heads * hd, 1, bias=qkv_bias)
+        local = [(g, k) for g, k in zip(self.group_split[:-1], self.kernel_sizes) if g > 0]
+        self.convs = nn.ModuleList(nn.Conv2d(3 * g * hd, 3 * g * hd, k, 1, k // 2, groups=3 * g * hd) for g, k in local)
+        self.act_blocks = nn.ModuleList(AttnMap(g * hd) for g, _ in local)
+        self.qkvs = nn.ModuleList(nn.Conv2d(dim, 3 * g * hd, 1, bias=qkv_bias) for g, _ in local)
+        self.proj = nn.Conv2d(dim, dim, 1, bias=qkv_bias)
+        self.proj_drop = nn.Dropout(_validate.probability("proj_drop", proj_drop))
+
+    def _local(self, x, i):
+        qkv = pointwise(self.qkvs[i], x)  # (B, H, W, 3*g*hd)
+        qkv = self.convs[i](qkv.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, 3*g*hd)
+        q, k, v = qkv.chunk(3, dim=-1)  # 3 x (B, H, W, g*hd)
+        gate = torch.tanh(self.act_blocks[i](q * k) * self.scale)
+        if self.training and self.attn_drop > 0:
+            gate = F.dropout(gate, self.attn_drop)
+        return gate * v  # (B, H, W, g*hd)
+
+    def _global(self, x):
+        B, H, W, C = x.shape
+        gh, hd, ws = self.global_heads, self.head_dim, self.window_size
+        q = pointwise(self.global_q, x).reshape(B, H * W, gh, hd).transpose(1, 2)  # (B, gh, N, hd)
+        pooled = x
+        if ws > 1:
+            kernel = (min(ws, H), min(ws, W))
+            pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), kernel, kernel).permute(0, 2, 3, 1)  # (B, H', W', C)
+        kv = pointwise(self.global_kv, pooled).reshape(B, -1, 2, gh, hd).permute(2, 0, 3, 1, 4)  # (2, B, gh, M, hd)
+        dropout_p = self.attn_drop if self.training else 0.0
+        out = attention(q, kv[0], kv[1], self.scale, dropout_p, self.impl)  # (B, gh, N, hd)
+        return out.transpose(1, 2).reshape(B, H, W, gh * hd)  # (B, H, W, gh*hd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _validate.channels_last_map(x, self.dim, type(self).__name__)
+        outs = [self._local(x, i) for i in range(len(self.qkvs))]
+        if self.global_heads:
+            outs.append(self._global(x))
+        out = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]  # (B, H, W, C)
+        return self.proj_drop(pointwise(self.proj, out))
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_heads={self.num_heads}, group_split={list(self.group_split)}, "
+                f"kernel_sizes={list(self.kernel_sizes)}, window_size={self.window_size}, impl={self.impl!r}")

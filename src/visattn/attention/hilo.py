@@ -1,0 +1,92 @@
+"""HiLo attention (LITv2, "Fast Vision Transformers with HiLo Attention")."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import _validate
+from ..functional import attention, window_attention
+
+
+class HiLoAttention(nn.Module):
+    """HiLo attention: Hi-Fi heads attend inside ``ws x ws`` windows, Lo-Fi heads attend globally to
+    ``ws x ws`` average-pooled keys and values.
+
+    Maps ``(B, H, W, C)`` to ``(B, H, W, C)`` for any ``H, W >= 1``. When ``H`` or ``W`` is not a multiple of
+    ``window_size`` the input is zero-padded at the bottom/right, both branches run on the padded map (the
+    zeros take part in the Hi-Fi windows and in the pooled averages, unmasked) and the result is cropped:
+    exactly the official LITv2 detection backbone. On divisible sizes this equals the classification
+    ``HiLo(x, H, W)``.
+
+    Args:
+        dim: channels ``C``.
+        num_heads: heads ``nh``; ``hd = C / nh``.
+        qkv_bias: bias of the q/k/v projections.
+        qk_scale: logit scale, ``hd ** -0.5`` when None.
+        attn_drop: dropout on the attention probabilities of both branches.
+        proj_drop: dropout on the output (the official module accepts and ignores both; here they apply).
+        window_size: ``s``; ``1`` gives plain multi-head self-attention (every head Lo-Fi, no pooling).
+        alpha: share of Lo-Fi heads, ``int(nh * alpha)``; 0 gives pure Hi-Fi, 1 pure Lo-Fi.
+        impl: ``"fast"`` (SDPA) or ``"reference"`` (explicit attention matrices).
+
+    Parameter names match the official module (``h_qkv``, ``h_proj``, ``l_q``, ``l_kv``, ``l_proj``).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, qk_scale: float | None = None,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, window_size: int = 2, alpha: float = 0.5,
+                 impl: str = "fast"):
+        super().__init__()
+        self.head_dim = _validate.heads(dim, num_heads)
+        self.ws = _validate.positive_int("window_size", window_size)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha (share of Lo-Fi heads) must be a number in [0, 1], got {alpha!r}")
+        self.dim, self.num_heads, self.alpha = dim, num_heads, alpha
+        self.l_heads = num_heads if self.ws == 1 else int(num_heads * alpha)
+        self.h_heads = num_heads - self.l_heads
+        self.l_dim, self.h_dim = self.l_heads * self.head_dim, self.h_heads * self.head_dim
+        self.scale = qk_scale if qk_scale is not None else self.head_dim ** -0.5
+        self.attn_drop = _validate.probability("attn_drop", attn_drop)
+        self.impl = _validate.impl(impl)
+        if self.l_heads > 0:
+            self.l_q = nn.Linear(dim, self.l_dim, bias=qkv_bias)
+            self.l_kv = nn.Linear(dim, 2 * self.l_dim, bias=qkv_bias)
+            self.l_proj = nn.Linear(self.l_dim, self.l_dim)
+        if self.h_heads > 0:
+            self.h_qkv = nn.Linear(dim, 3 * self.h_dim, bias=qkv_bias)
+            self.h_proj = nn.Linear(self.h_dim, self.h_dim)
+        self.proj_drop = nn.Dropout(_validate.probability("proj_drop", proj_drop))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _validate.channels_last_map(x, self.dim, type(self).__name__)
+        B, H, W, C = x.shape
+        ws, hd = self.ws, self.head_dim
+        dropout_p = self.attn_drop if self.training else 0.0
+        pad_h, pad_w = (-H) % ws, (-W) % ws
+        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w else x  # (B, Hp, Wp, C)
+        Hp, Wp = H + pad_h, W + pad_w
+        outs = []
+        if self.h_heads:
+            qkv = self.h_qkv(xp).reshape(B, Hp, Wp, 3, self.h_heads, hd)  # (B, Hp, Wp, 3, nh_hi, hd)
+            qkv = qkv.permute(3, 0, 4, 1, 2, 5)  # (3, B, nh_hi, Hp, Wp, hd)
+            hi = window_attention(qkv[0], qkv[1], qkv[2], ws, self.scale, dropout_p, self.impl)  # (B, nh_hi, Hp, Wp, hd)
+            hi = hi[:, :, :H, :W].permute(0, 2, 3, 1, 4).reshape(B, H, W, self.h_dim)  # (B, H, W, h_dim)
+            outs.append(self.h_proj(hi))
+        if self.l_heads:
+            q = self.l_q(x).reshape(B, H * W, self.l_heads, hd).transpose(1, 2)  # (B, nh_lo, N, hd)
+            if ws > 1:
+                pooled = F.avg_pool2d(xp.permute(0, 3, 1, 2), ws)  # (B, C, Hp/ws, Wp/ws)
+                pooled = pooled.flatten(2).transpose(1, 2)  # (B, M, C)
+            else:
+                pooled = x.reshape(B, H * W, C)  # (B, N, C)
+            kv = self.l_kv(pooled).reshape(B, -1, 2, self.l_heads, hd).permute(2, 0, 3, 1, 4)  # (2, B, nh_lo, M, hd)
+            lo = attention(q, kv[0], kv[1], self.scale, dropout_p, self.impl)  # (B, nh_lo, N, hd)
+            lo = lo.transpose(1, 2).reshape(B, H, W, self.l_dim)  # (B, H, W, l_dim)
+            outs.append(self.l_proj(lo))
+        out = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]  # (B, H, W, C): Hi-Fi channels first
+        return self.proj_drop(out)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.ws}, hifi_heads={self.h_heads}, "
+                f"lofi_heads={self.l_heads}, impl={self.impl!r}")

@@ -1,0 +1,86 @@
+"""Softmax attention kernels: global / pooled-key-value attention and non-overlapping window attention.
+
+Shapes: ``q (B, nh, N, hd)``, ``k, v (B, nh, M, hd)``; window attention works on maps ``(B, nh, H, W, hd)``.
+``impl="reference"`` builds the explicit ``N x M`` score matrix (the papers' formulation);
+``impl="fast"`` goes through ``scaled_dot_product_attention``, which never materialises it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import _validate
+
+
+def attention(q, k, v, scale: float | None = None, dropout_p: float = 0.0, impl: str = "fast"):
+    """Softmax attention of every query to every key: ``softmax(q k^T * scale) v``.
+
+    This is the pooled-key/value kernel of HiLo's Lo-Fi branch and CloFormer's global branch (keys and
+    values come from an average-pooled map, so ``M = N / ws^2``) and plain multi-head self-attention
+    (``M = N``).
+
+    Args:
+        q: ``(..., N, hd)`` queries.
+        k, v: ``(..., M, hd)`` keys and values (same leading dims as ``q``).
+        scale: logit scale, ``hd ** -0.5`` when None.
+        dropout_p: dropout on the attention probabilities (pass 0 in eval mode).
+        impl: ``"fast"`` (SDPA) or ``"reference"`` (explicit scores).
+    Returns:
+        ``(..., N, hd)``.
+    """
+    _validate.impl(impl)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    if impl == "fast":
+        lead = q.shape[:-2]
+        q4 = q.reshape(-1, 1, *q.shape[-2:])  # (prod(lead), 1, N, hd)
+        k4 = k.reshape(-1, 1, *k.shape[-2:])  # (prod(lead), 1, M, hd)
+        v4 = v.reshape(-1, 1, *v.shape[-2:])  # (prod(lead), 1, M, hd)
+        out = F.scaled_dot_product_attention(q4, k4, v4, dropout_p=dropout_p, scale=scale)
+        return out.reshape(*lead, *out.shape[-2:])  # (..., N, hd)
+    attn = (q @ k.transpose(-2, -1)) * scale  # (..., N, M)
+    attn = attn.softmax(dim=-1)
+    if dropout_p > 0:
+        attn = F.dropout(attn, dropout_p)
+    return attn @ v  # (..., N, hd)
+
+
+def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """``(B, nh, H, W, hd)`` -> ``(B, nh, nw, ws*ws, hd)`` with ``nw = (H/ws)(W/ws)`` windows, row-major."""
+    B, nh, H, W, hd = x.shape
+    x = x.reshape(B, nh, H // ws, ws, W // ws, ws, hd)  # (B, nh, H/ws, ws, W/ws, ws, hd)
+    x = x.transpose(3, 4)  # (B, nh, H/ws, W/ws, ws, ws, hd)
+    return x.reshape(B, nh, (H // ws) * (W // ws), ws * ws, hd)  # (B, nh, nw, ws*ws, hd)
+
+
+def window_reverse(x: torch.Tensor, ws: int, H: int, W: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B, nh, nw, ws*ws, hd)`` -> ``(B, nh, H, W, hd)``."""
+    B, nh, _, _, hd = x.shape
+    x = x.reshape(B, nh, H // ws, W // ws, ws, ws, hd)  # (B, nh, H/ws, W/ws, ws, ws, hd)
+    x = x.transpose(3, 4)  # (B, nh, H/ws, ws, W/ws, ws, hd)
+    return x.reshape(B, nh, H, W, hd)  # (B, nh, H, W, hd)
+
+
+def window_attention(q, k, v, window_size: int, scale: float | None = None, dropout_p: float = 0.0,
+                     impl: str = "fast"):
+    """Softmax attention inside non-overlapping ``ws x ws`` windows (HiLo's Hi-Fi branch, Swin without shift).
+
+    Args:
+        q, k, v: ``(B, nh, H, W, hd)`` maps; ``H`` and ``W`` must be multiples of ``window_size``
+            (pad the block's *input* before projecting, as HiLo does, so that biases see the padding).
+    Returns:
+        ``(B, nh, H, W, hd)``.
+    """
+    ws = _validate.positive_int("window_size", window_size)
+    if q.dim() != 5:
+        raise ValueError(f"window_attention expects (B, nh, H, W, hd) maps, got shape {tuple(q.shape)}")
+    H, W = q.shape[2], q.shape[3]
+    if H % ws or W % ws:
+        raise ValueError(
+            f"window_attention needs H and W divisible by window_size={ws}, got {H}x{W}; zero-pad the input "
+            f"of the block to {-(-H // ws) * ws}x{-(-W // ws) * ws} first"
+        )
+    out = attention(window_partition(q, ws), window_partition(k, ws), window_partition(v, ws),
+                    scale=scale, dropout_p=dropout_p, impl=impl)  # (B, nh, nw, ws*ws, hd)
+    return window_reverse(out, ws, H, W)

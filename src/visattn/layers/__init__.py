@@ -1,0 +1,3 @@
+from .layout import ChannelsFirst, TokenSequence, pointwise
+
+__all__ = ["ChannelsFirst", "TokenSequence", "pointwise"]
