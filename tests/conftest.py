@@ -43,7 +43,7 @@ def build(name, dtype=torch.float64, seed=0, **overrides):
     # re-draw every parameter so that none sits at a trivial value (zero biases would hide bias bugs)
     with torch.no_grad():
         for p in block.parameters():
-            p.copy_(torch.randn_like(p) * (p.shape[-1] ** -0.5 if p.dim() > 1 else 0.3))
+            p.copy_(torch.randn_like(p) * (p[0].numel() ** -0.5 if p.dim() > 1 else 0.3))
     return block
 
 

@@ -32,7 +32,7 @@ def test_fast_equals_reference_float32(config_name, hw):
     (y1 * g).sum().backward()
     (y2 * g).sum().backward()
     close_f32(x1.grad, x2.grad, "input")
-    for (name, p1), p2 in zip(fast.named_parameters(), ref.parameters()):
+    for (name, p1), p2 in zip(fast.named_parameters(), ref.parameters(), strict=True):
         close_f32(p1.grad, p2.grad, name)
 
 

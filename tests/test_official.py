@@ -7,8 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from visattn import ChannelsFirst, CloAttention, HiLoAttention, MultiScaleDilatedAttention, OutlookAttention, \
-    TokenSequence
+from visattn import (
+    ChannelsFirst,
+    CloAttention,
+    HiLoAttention,
+    MultiScaleDilatedAttention,
+    OutlookAttention,
+    TokenSequence,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

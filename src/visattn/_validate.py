@@ -25,7 +25,8 @@ def odd_int(name: str, value) -> int:
     positive_int(name, value)
     if value % 2 == 0:
         raise ValueError(
-            f"{name} must be odd so that the window is centred on its query, got {value}; use {value - 1} or {value + 1}"
+            f"{name} must be odd so that the window is centred on its query, got {value}; "
+            f"use {value - 1} or {value + 1}"
         )
     return value
 

@@ -161,10 +161,19 @@ def count_macs(module: torch.nn.Module, *inputs, **kwargs) -> MacReport:
     if not inputs:
         raise ValueError("count_macs needs at least one input, e.g. count_macs(block, torch.randn(1, 56, 56, 64))")
     counter = _Counter()
+
+    def enter(name):
+        def hook(mod, args):
+            counter.stack.append(name)
+        return hook
+
+    def leave(mod, args, out):
+        counter.stack.pop()
+
     handles = []
     for name, sub in module.named_modules():
-        handles.append(sub.register_forward_pre_hook(lambda m, a, n=name: counter.stack.append(n)))
-        handles.append(sub.register_forward_hook(lambda m, a, o: counter.stack.pop()))
+        handles.append(sub.register_forward_pre_hook(enter(name)))
+        handles.append(sub.register_forward_hook(leave))
     was_training = module.training
     module.eval()
     _ACTIVE.append(counter)

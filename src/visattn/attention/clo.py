@@ -70,7 +70,7 @@ class CloAttention(nn.Module):
         if self.global_heads:
             self.global_q = nn.Conv2d(dim, self.global_heads * hd, 1, bias=qkv_bias)
             self.global_kv = nn.Conv2d(dim, 2 * self.global_heads * hd, 1, bias=qkv_bias)
-        local = [(g, k) for g, k in zip(self.group_split[:-1], self.kernel_sizes) if g > 0]
+        local = [(g, k) for g, k in zip(self.group_split[:-1], self.kernel_sizes, strict=True) if g > 0]
         self.convs = nn.ModuleList(nn.Conv2d(3 * g * hd, 3 * g * hd, k, 1, k // 2, groups=3 * g * hd) for g, k in local)
         self.act_blocks = nn.ModuleList(AttnMap(g * hd) for g, _ in local)
         self.qkvs = nn.ModuleList(nn.Conv2d(dim, 3 * g * hd, 1, bias=qkv_bias) for g, _ in local)

@@ -42,9 +42,9 @@ class MultiScaleDilatedAttention(nn.Module):
             raise ValueError("dilation must list at least one dilation, e.g. [1, 2, 3]")
         groups = len(self.dilation)
         if num_heads % groups:
+            lower, upper = groups * max(1, num_heads // groups), groups * (num_heads // groups + 1)
             raise ValueError(f"num_heads ({num_heads}) must be a multiple of len(dilation) ({groups}) so that every "
-                             f"dilation gets the same number of heads; use num_heads={groups * max(1, num_heads // groups)} "
-                             f"or {groups * (num_heads // groups + 1)}")
+                             f"dilation gets the same number of heads; use num_heads={lower} or {upper}")
         self.dim, self.num_heads = dim, num_heads
         self.scale = qk_scale if qk_scale is not None else self.head_dim ** -0.5
         self.attn_drop = _validate.probability("attn_drop", attn_drop)

@@ -70,7 +70,8 @@ class HiLoAttention(nn.Module):
         if self.h_heads:
             qkv = self.h_qkv(xp).reshape(B, Hp, Wp, 3, self.h_heads, hd)  # (B, Hp, Wp, 3, nh_hi, hd)
             qkv = qkv.permute(3, 0, 4, 1, 2, 5)  # (3, B, nh_hi, Hp, Wp, hd)
-            hi = window_attention(qkv[0], qkv[1], qkv[2], ws, self.scale, dropout_p, self.impl)  # (B, nh_hi, Hp, Wp, hd)
+            hi = window_attention(qkv[0], qkv[1], qkv[2], ws, self.scale, dropout_p, self.impl)
+            # hi: (B, nh_hi, Hp, Wp, hd)
             hi = hi[:, :, :H, :W].permute(0, 2, 3, 1, 4).reshape(B, H, W, self.h_dim)  # (B, H, W, h_dim)
             outs.append(self.h_proj(hi))
         if self.l_heads:

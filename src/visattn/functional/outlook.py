@@ -12,7 +12,6 @@ paddings, which the official code rejects, keep the same window grid and simply 
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from .. import _validate

@@ -1,0 +1,37 @@
+"""The `visattn` command prints one row per block with numbers that agree with the library."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from visattn import count_macs
+from visattn.bench import BLOCKS, build_block
+from visattn.cli import main
+
+
+def test_table_lists_every_block_with_its_counts(capsys):
+    assert main(["--size", "12x9", "--repeat", "1", "--dim", "32"]) == 0
+    out = capsys.readouterr().out
+    for name in BLOCKS:
+        block = build_block(name, 32, 4)
+        row = next(line for line in out.splitlines() if line.startswith(name + " "))
+        params = f"{sum(p.numel() for p in block.parameters()):,}"
+        gmacs = f"{count_macs(block, torch.randn(1, 12, 9, 32)).total / 1e9:.3f}"
+        assert params in row and gmacs in row, row
+
+
+def test_bad_arguments_fail_with_usage(capsys):
+    with pytest.raises(SystemExit):
+        main(["--size", "abc"])
+    assert "size must look like" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--dim", "30"])
+    assert "divisible by num_heads" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "visattn", "--size", "4", "--repeat", "1"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "outlook" in out and "GMACs" in out
