@@ -3,6 +3,8 @@
 from .clo import CloAttention
 from .dilated import MultiScaleDilatedAttention
 from .hilo import HiLoAttention
+from .mhsa import ClassAttention, MultiHeadSelfAttention
 from .outlook import OutlookAttention
 
-__all__ = ["CloAttention", "HiLoAttention", "MultiScaleDilatedAttention", "OutlookAttention"]
+__all__ = ["ClassAttention", "CloAttention", "HiLoAttention", "MultiHeadSelfAttention", "MultiScaleDilatedAttention",
+           "OutlookAttention"]

@@ -1,0 +1,12 @@
+"""Backbones built from the library's blocks, behind one registry."""
+
+from . import cloformer, dilateformer, litv2, volo  # noqa: F401  (registers the variants)
+from ._base import Backbone, Stage
+from ._registry import Paper, create_model, list_models, model_spec
+from .cloformer import CloFormer
+from .dilateformer import DilateFormer
+from .litv2 import LITv2
+from .volo import VOLO
+
+__all__ = ["LITv2", "VOLO", "Backbone", "CloFormer", "DilateFormer", "Paper", "Stage", "create_model", "list_models",
+           "model_spec"]

@@ -1,0 +1,84 @@
+"""One registry behind ``create_model`` / ``list_models``. A variant is a row: a family class plus its config."""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from dataclasses import dataclass, field
+
+from ._base import Backbone
+
+
+@dataclass(frozen=True)
+class Paper:
+    """Figures reported by the paper / official repository for one variant."""
+
+    params_m: float
+    macs_g: float
+    top1: float
+    resolution: int = 224
+    note: str = ""
+    extra: tuple[tuple[int, float], ...] = ()  # (resolution, top-1) of fine-tuned high-resolution checkpoints
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: type[Backbone]
+    config: dict = field(default_factory=dict)
+    paper: Paper | None = None
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, family: type[Backbone], config: dict, paper: Paper | None = None) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    _REGISTRY[name] = ModelSpec(name, family, dict(config), paper)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (``"volo_*"``), sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in _REGISTRY:
+        close = fnmatch.filter(_REGISTRY, f"*{name.split('_')[0]}*") if isinstance(name, str) else []
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}"
+                         + (f" (did you mean one of {close}?)" if close else ""))
+    return _REGISTRY[name]
+
+
+def family_arguments(family: type[Backbone]) -> list[str]:
+    return [p for p in inspect.signature(family.__init__).parameters if p != "self"]
+
+
+def create_model(name: str, pretrained=None, features_only: bool = False, out_indices=None, **overrides) -> Backbone:
+    """Build a registered backbone.
+
+    Args:
+        name: one of :func:`list_models`.
+        pretrained: path (``.pth``/``.pth.tar``/``.safetensors``) or state dict of an official checkpoint, loaded
+            with :func:`visattn.load_official` (position embeddings resized, a head of another class count dropped).
+        features_only: return a feature extractor whose ``forward`` gives the NCHW stage maps.
+        out_indices: stages a feature extractor returns (default: all four).
+        **overrides: constructor arguments with the official names (``embed_dim``, ``depths``, ``num_classes``,
+            ``drop_path_rate``, ...), replacing the variant's values.
+    """
+    spec = model_spec(name)
+    allowed = family_arguments(spec.family)
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise ValueError(f"{name} does not take {unknown}; its arguments are: {', '.join(allowed)}")
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices only applies with features_only=True")
+    model = spec.family(**{**spec.config, **overrides})
+    if pretrained is not None:
+        from ..checkpoint import load_official
+
+        load_official(model, pretrained)
+    if features_only:
+        model.as_features_only(out_indices)
+    return model

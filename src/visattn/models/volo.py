@@ -1,0 +1,186 @@
+"""VOLO: conv stem, an outlooker stage (outlook attention) at stride 8, a 2x2 patch merge, a learned position
+embedding, transformer stages at stride 16, CaiT class-attention blocks and the token-labelling head.
+
+Any image size: the position embedding is resized (bicubic) to the token grid of the input at run time, and a
+checkpoint's embedding is resized on load. The module tree and names are the official ones (``network`` mixes
+stages and the merge, ``post_network`` holds the class blocks), so official checkpoints load as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attention import ClassAttention, MultiHeadSelfAttention, OutlookAttention
+from ..blocks import Block, ClassBlock
+from ..layers import Downsample, Mlp
+from ._base import Backbone
+from ._common import per_stage
+from ._registry import Paper, register
+
+
+class PatchEmbed(nn.Module):
+    """7x7 stride-2 conv + two 3x3 convs (BatchNorm, ReLU), then a (patch/2)-strided projection: stride 8 total."""
+
+    def __init__(self, in_chans: int, hidden_dim: int, embed_dim: int, patch_size: int = 8):
+        super().__init__()
+        if patch_size not in (4, 8, 16):
+            raise ValueError(f"patch_size must be 4, 8 or 16 (the stem has stride 2), got {patch_size}")
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_chans, hidden_dim, 7, 2, 3, bias=False), nn.BatchNorm2d(hidden_dim), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, bias=False), nn.BatchNorm2d(hidden_dim), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, bias=False), nn.BatchNorm2d(hidden_dim), nn.ReLU(inplace=True),
+        )
+        self.proj = nn.Conv2d(hidden_dim, embed_dim, patch_size // 2, patch_size // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.conv(x)).permute(0, 2, 3, 1)  # (B, H/8, W/8, C)
+
+
+def resize_pos_embed(pos: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(1, h, w, C) position embedding -> (1, H, W, C), bicubic (identity when the size already matches)."""
+    if tuple(pos.shape[1:3]) == tuple(size):
+        return pos
+    resized = F.interpolate(pos.permute(0, 3, 1, 2), size=size, mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1)
+
+
+class VOLO(Backbone):
+    """VOLO backbone (official argument names). ``img_size`` only sets the stored position-embedding grid
+    (``img_size // patch_size // pooling_scale``); inputs of any size run.
+
+    ``forward`` returns ``head(cls) + 0.5 * max_tokens(aux_head(tokens))`` (the official evaluation output) in
+    training and evaluation alike; token-labelling training with dense targets and MixToken is not included.
+    """
+
+    _head_modules = ("post_network", "cls_token", "norm", "head", "aux_head")
+
+    def __init__(self, layers=(4, 4, 8, 2), img_size: int = 224, in_chans: int = 3, num_classes: int = 1000,
+                 patch_size: int = 8, stem_hidden_dim: int = 64, embed_dims=(192, 384, 384, 384),
+                 num_heads=(6, 12, 12, 12), downsamples=(True, False, False, False),
+                 outlook_attention=(True, False, False, False), mlp_ratios=(3, 3, 3, 3), qkv_bias: bool = False,
+                 qk_scale=None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 post_layers=("ca", "ca"), return_dense: bool = True, pooling_scale: int = 2, out_kernel: int = 3,
+                 out_stride: int = 2, out_padding: int = 1, impl: str = "fast"):
+        super().__init__()
+        n = len(layers)
+        embed_dims = per_stage("embed_dims", embed_dims, n)
+        num_heads = per_stage("num_heads", num_heads, n)
+        downsamples = per_stage("downsamples", downsamples, n)
+        outlook_attention = per_stage("outlook_attention", outlook_attention, n)
+        mlp_ratios = per_stage("mlp_ratios", mlp_ratios, n)
+        post_layers = tuple(post_layers or ())
+        if any(p != "ca" for p in post_layers):
+            raise ValueError(f"post_layers may only contain 'ca' (class attention), got {list(post_layers)}")
+        if return_dense and not post_layers:
+            raise ValueError("return_dense=True needs a class token: pass post_layers=('ca', 'ca') or return_dense=False")
+        for i in range(n - 1):
+            if not downsamples[i] and embed_dims[i] != embed_dims[i + 1]:
+                raise ValueError(f"embed_dims[{i}] != embed_dims[{i + 1}] needs downsamples[{i}]=True to change width")
+        self.in_chans, self.num_classes, self.return_dense = in_chans, num_classes, return_dense
+        self.num_features = embed_dims[-1]
+        self.patch_embed = PatchEmbed(in_chans, stem_hidden_dim, embed_dims[0], patch_size)
+        grid = img_size // patch_size // pooling_scale
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dims[-1]))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.pos_drop = nn.Dropout(drop_rate)
+        network, self._stage_slots, self.stage_info = [], [], []
+        total, reduction = sum(layers), patch_size
+        for i in range(n):
+            dim, blocks = embed_dims[i], []
+            for j in range(layers[i]):
+                mlp = Mlp(dim, int(dim * mlp_ratios[i]))
+                if outlook_attention[i]:  # the official outlookers have no stochastic depth
+                    attn = OutlookAttention(dim, num_heads[i], out_kernel, out_padding, out_stride, qkv_bias, qk_scale,
+                                            attn_drop_rate, impl=impl)
+                    blocks.append(Block(dim, mlp, attn))
+                else:
+                    attn = MultiHeadSelfAttention(dim, num_heads[i], qkv_bias, qk_scale, attn_drop_rate, impl=impl)
+                    dp = drop_path_rate * (j + sum(layers[:i])) / max(total - 1, 1)
+                    blocks.append(Block(dim, mlp, attn, drop_path=dp))
+            self._stage_slots.append(len(network))
+            network.append(nn.Sequential(*blocks))
+            self.stage_info.append(dict(num_chs=dim, reduction=reduction, module=f"network.{len(network) - 1}"))
+            if downsamples[i]:
+                network.append(Downsample(nn.Conv2d(dim, embed_dims[i + 1], 2, 2)))
+                reduction *= 2
+        self.network = nn.ModuleList(network)
+        if post_layers:
+            dim = embed_dims[-1]
+            self.post_network = nn.ModuleList(
+                ClassBlock(dim, ClassAttention(dim, num_heads[-1], qkv_bias, qk_scale, attn_drop_rate, impl=impl),
+                           Mlp(dim, int(dim * mlp_ratios[-1])))
+                for _ in post_layers)
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.norm = nn.LayerNorm(embed_dims[-1])
+        self.reset_classifier(num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        super().reset_classifier(num_classes)
+        if self.return_dense:
+            self.aux_head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_stem(self, x):
+        return self.patch_embed(x)
+
+    def _entries(self, i: int) -> range:
+        """network indices run for stage i: the stage itself and any merge after it."""
+        start = self._stage_slots[i]
+        end = self._stage_slots[i + 1] if i + 1 < len(self._stage_slots) else len(self.network)
+        return range(start, end)
+
+    def _add_pos(self, x):
+        return self.pos_drop(x + resize_pos_embed(self.pos_embed, tuple(x.shape[1:3])))
+
+    def forward_stage(self, i, x):
+        feat = None
+        for idx in self._entries(i):
+            if idx == 2:  # as in the official model: the position embedding enters before network[2]
+                x = self._add_pos(x)
+            x = self.run_blocks(self.network[idx], x) if idx == self._stage_slots[i] else self.network[idx](x)
+            if idx == self._stage_slots[i]:
+                feat = x
+        return feat, x
+
+    def forward_norm(self, x):
+        B, H, W, C = x.shape
+        x = x.reshape(B, H * W, C)  # (B, N, C)
+        if hasattr(self, "post_network"):
+            x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)  # (B, 1 + N, C)
+            for blk in self.post_network:
+                x = blk(x)
+        return self.norm(x)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        if not hasattr(self, "post_network"):  # no class token: mean of the tokens
+            pooled = x.mean(dim=1)
+            return pooled if pre_logits else self.head(pooled)
+        if pre_logits or self.num_classes == 0:
+            return x[:, 0]
+        logits = self.head(x[:, 0])
+        if self.return_dense:
+            logits = logits + 0.5 * self.aux_head(x[:, 1:]).max(dim=1).values
+        return logits
+
+
+_VOLO_SMALL = dict(embed_dims=(192, 384, 384, 384), num_heads=(6, 12, 12, 12))
+_VOLO_MID = dict(embed_dims=(256, 512, 512, 512), num_heads=(8, 16, 16, 16))
+_VOLO_LARGE = dict(embed_dims=(384, 768, 768, 768), num_heads=(12, 16, 16, 16))
+# drop path: the official README's training commands (D1 0.1, D2 0.2, D3 0.5); D4 and D5 have no published
+# command, D3's 0.5 is used for them
+for _name, _cfg, _paper in (
+    ("volo_d1", dict(layers=(4, 4, 8, 2), **_VOLO_SMALL, mlp_ratios=(3,) * 4, drop_path_rate=0.1),
+     Paper(26.63, 6.94, 84.2, extra=((384, 85.2),))),
+    ("volo_d2", dict(layers=(6, 4, 10, 4), **_VOLO_MID, mlp_ratios=(3,) * 4, drop_path_rate=0.2),
+     Paper(58.68, 14.34, 85.2, extra=((384, 86.0),))),
+    ("volo_d3", dict(layers=(8, 8, 16, 4), **_VOLO_MID, mlp_ratios=(3,) * 4, drop_path_rate=0.5),
+     Paper(86.33, 20.78, 85.4, extra=((448, 86.3),))),
+    ("volo_d4", dict(layers=(8, 8, 16, 4), **_VOLO_LARGE, mlp_ratios=(3,) * 4, drop_path_rate=0.5),
+     Paper(192.96, 44.34, 85.7, extra=((448, 86.8),))),
+    ("volo_d5", dict(layers=(12, 12, 20, 4), **_VOLO_LARGE, mlp_ratios=(4,) * 4, stem_hidden_dim=128,
+                     drop_path_rate=0.5), Paper(295.46, 72.40, 86.1, extra=((448, 87.0), (512, 87.1)))),
+):
+    register(_name, VOLO, dict(_cfg, downsamples=(True, False, False, False),
+                               outlook_attention=(True, False, False, False), post_layers=("ca", "ca")), _paper)
