@@ -35,3 +35,13 @@ def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "visattn", "--size", "4", "--repeat", "1"], capture_output=True,
                          text=True, check=True).stdout
     assert "outlook" in out and "GMACs" in out
+
+
+def test_models_table_reports_counts_beside_the_papers(capsys):
+    assert main(["models", "litv2_*"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("litv2_s "))
+    assert "27.84" in row and "3.72" in row and "82.0" in row
+    assert "litv2_b @384" in out and "39.7" in out
+    with pytest.raises(SystemExit):
+        main(["models", "nothing*"])

@@ -97,8 +97,8 @@ class Backbone(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"{type(self).__name__} expects images (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
         if min(x.shape[2:]) < self.min_input_size:
-            raise ValueError(f"{type(self).__name__} needs H, W >= {self.min_input_size} (four stages of downsampling), "
-                             f"got {x.shape[2]}x{x.shape[3]}; resize or pad the image")
+            raise ValueError(f"{type(self).__name__} needs H, W >= {self.min_input_size} (four stages of "
+                             f"downsampling), got {x.shape[2]}x{x.shape[3]}; resize or pad the image")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> the normalised output of the last stage, before pooling."""

@@ -14,11 +14,19 @@ class Paper:
     """Figures reported by the paper / official repository for one variant."""
 
     params_m: float
-    macs_g: float
+    macs_g: float  # as printed in the paper's table
     top1: float
     resolution: int = 224
     note: str = ""
-    extra: tuple[tuple[int, float], ...] = ()  # (resolution, top-1) of fine-tuned high-resolution checkpoints
+    # fine-tuned high-resolution checkpoints: (resolution, top-1, GMACs reported or None)
+    extra: tuple[tuple[int, float, float | None], ...] = ()
+    macs_counted_g: float | None = None  # an exact count of the official model where the paper rounds or omits
+    excludes: str = ""  # a module-name fragment whose MACs the paper's figure leaves out
+
+    @property
+    def macs_reference_g(self) -> float:
+        """The figure our own count is compared with: the exact count where one is known, else the paper's."""
+        return self.macs_counted_g if self.macs_counted_g is not None else self.macs_g
 
 
 @dataclass(frozen=True)

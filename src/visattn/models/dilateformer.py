@@ -13,7 +13,7 @@ from ..attention import MultiHeadSelfAttention, MultiScaleDilatedAttention
 from ..blocks import Block
 from ..layers import Downsample, Mlp
 from ._base import Backbone, Stage
-from ._common import per_stage
+from ._common import drop_path_schedule, per_stage
 from ._registry import Paper, register
 
 
@@ -53,7 +53,7 @@ class DilateFormer(Backbone):
         self.num_features = embed_dim * 2 ** (n - 1)
         self.patch_embed = PatchEmbed(in_chans, embed_dim)
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = drop_path_schedule(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
         self.stage_info = []
         reduction = 4
@@ -86,7 +86,7 @@ class DilateFormer(Backbone):
 for _name, _cfg, _paper in (
     ("dilateformer_tiny", dict(embed_dim=72, depths=(2, 2, 6, 2)), Paper(17.24, 3.2, 82.1)),
     ("dilateformer_small", dict(embed_dim=72, depths=(3, 5, 8, 3)),
-     Paper(24.06, 4.8, 83.3, note="fvcore counts 4.61 GMACs")),
+     Paper(24.06, 4.8, 83.3, note="fvcore counts 4.61 GMACs", macs_counted_g=4.61)),
     ("dilateformer_base", dict(embed_dim=96, depths=(4, 8, 10, 3)), Paper(47.43, 10.0, 84.9, note="token labelling")),
 ):
     register(_name, DilateFormer, dict(_cfg, num_heads=(3, 6, 12, 24), kernel_size=3, dilation=(1, 2, 3),

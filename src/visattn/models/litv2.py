@@ -12,7 +12,7 @@ from ..attention import HiLoAttention
 from ..blocks import Block
 from ..layers import DeformableTokenMerging, DWConvMlp
 from ._base import Backbone, Stage
-from ._common import per_stage
+from ._common import drop_path_schedule, per_stage
 from ._registry import Paper, register
 
 
@@ -54,7 +54,7 @@ class LITv2(Backbone):
         self.num_features = embed_dim * 2 ** (n - 1)
         self.patch_embed = PatchEmbed(in_chans, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = drop_path_schedule(drop_path_rate, sum(depths))
         self.layers = nn.ModuleList()
         self.stage_info = []
         for i in range(n):
@@ -84,7 +84,7 @@ for _name, _cfg, _paper in (
     ("litv2_m", dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3),
      Paper(48.83, 7.5, 83.3, note=_PAPER_NOTE)),
     ("litv2_b", dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
-     Paper(86.52, 13.2, 83.6, note=_PAPER_NOTE + "; 84.7 at 384 (39.7 GMACs)", extra=((384, 84.7),))),
+     Paper(86.52, 13.2, 83.6, note=_PAPER_NOTE, extra=((384, 84.7, 39.7),))),
 ):
     register(_name, LITv2, dict(_cfg, alpha=0.9, qkv_bias=True, mlp_ratio=4.0, local_ws=(0, 0, 2, 1),
                                 has_msa=(0, 0, 1, 1)), _paper)

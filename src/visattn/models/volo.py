@@ -74,7 +74,8 @@ class VOLO(Backbone):
         if any(p != "ca" for p in post_layers):
             raise ValueError(f"post_layers may only contain 'ca' (class attention), got {list(post_layers)}")
         if return_dense and not post_layers:
-            raise ValueError("return_dense=True needs a class token: pass post_layers=('ca', 'ca') or return_dense=False")
+            raise ValueError("return_dense=True needs a class token: pass post_layers=('ca', 'ca') "
+                             "or return_dense=False")
         for i in range(n - 1):
             if not downsamples[i] and embed_dims[i] != embed_dims[i + 1]:
                 raise ValueError(f"embed_dims[{i}] != embed_dims[{i + 1}] needs downsamples[{i}]=True to change width")
@@ -121,6 +122,13 @@ class VOLO(Backbone):
         super().reset_classifier(num_classes)
         if self.return_dense:
             self.aux_head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def adapt_official_state_dict(self, sd: dict) -> tuple[dict, list[str]]:
+        """Resize a checkpoint's position embedding (e.g. a 384-px fine-tune) to this model's grid."""
+        pos = sd.get("pos_embed")
+        if pos is None or pos.shape == self.pos_embed.shape or pos.shape[-1] != self.pos_embed.shape[-1]:
+            return sd, []
+        return {**sd, "pos_embed": resize_pos_embed(pos, tuple(self.pos_embed.shape[1:3]))}, ["pos_embed"]
 
     def forward_stem(self, x):
         return self.patch_embed(x)
@@ -172,15 +180,15 @@ _VOLO_LARGE = dict(embed_dims=(384, 768, 768, 768), num_heads=(12, 16, 16, 16))
 # command, D3's 0.5 is used for them
 for _name, _cfg, _paper in (
     ("volo_d1", dict(layers=(4, 4, 8, 2), **_VOLO_SMALL, mlp_ratios=(3,) * 4, drop_path_rate=0.1),
-     Paper(26.63, 6.94, 84.2, extra=((384, 85.2),))),
+     Paper(26.63, 6.94, 84.2, extra=((384, 85.2, None),))),
     ("volo_d2", dict(layers=(6, 4, 10, 4), **_VOLO_MID, mlp_ratios=(3,) * 4, drop_path_rate=0.2),
-     Paper(58.68, 14.34, 85.2, extra=((384, 86.0),))),
+     Paper(58.68, 14.34, 85.2, extra=((384, 86.0, None),))),
     ("volo_d3", dict(layers=(8, 8, 16, 4), **_VOLO_MID, mlp_ratios=(3,) * 4, drop_path_rate=0.5),
-     Paper(86.33, 20.78, 85.4, extra=((448, 86.3),))),
+     Paper(86.33, 20.78, 85.4, extra=((448, 86.3, None),))),
     ("volo_d4", dict(layers=(8, 8, 16, 4), **_VOLO_LARGE, mlp_ratios=(3,) * 4, drop_path_rate=0.5),
-     Paper(192.96, 44.34, 85.7, extra=((448, 86.8),))),
+     Paper(192.96, 44.34, 85.7, extra=((448, 86.8, None),))),
     ("volo_d5", dict(layers=(12, 12, 20, 4), **_VOLO_LARGE, mlp_ratios=(4,) * 4, stem_hidden_dim=128,
-                     drop_path_rate=0.5), Paper(295.46, 72.40, 86.1, extra=((448, 87.0), (512, 87.1)))),
+                     drop_path_rate=0.5), Paper(295.46, 72.40, 86.1, extra=((448, 87.0, None), (512, 87.1, None)))),
 ):
     register(_name, VOLO, dict(_cfg, downsamples=(True, False, False, False),
                                outlook_attention=(True, False, False, False), post_layers=("ca", "ca")), _paper)

@@ -1,0 +1,160 @@
+"""Loading official checkpoints safely: unwrap, remap, resize, drop a mismatched head.
+
+Files are read with ``torch.load(..., weights_only=True)``: tensors and plain containers only. The official
+training scripts also pickle their run configuration (``argparse.Namespace`` in VOLO's timm-style files, a yacs
+``CfgNode`` in LITv2's Swin-style files); those two are admitted as inert data (a namespace, a dict) so that the
+files load, and anything else that would need code to run is refused with the list of offending objects.
+``.safetensors`` files are read by a small reader here (no extra dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class _ConfigNode(dict):
+    """Inert stand-in for ``yacs.config.CfgNode``: a dict, no code from the checkpoint runs."""
+
+    def __setstate__(self, state):
+        self.update(state if isinstance(state, dict) else {})
+
+
+_METADATA_GLOBALS = [argparse.Namespace, (_ConfigNode, "yacs.config.CfgNode")]
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors(path) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file (8-byte header length, JSON header, raw little-endian data)."""
+    data = Path(path).read_bytes()
+    if len(data) < 8:
+        raise ValueError(f"{path} is not a safetensors file (too short)")
+    n = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8:8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a safetensors file: bad header ({err})") from None
+    body = memoryview(data)[8 + n:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in _SAFETENSORS_DTYPES:
+            raise ValueError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+        start, end = info["data_offsets"]
+        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+        raw = bytearray(body[start:end])
+        tensor = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+        out[name] = tensor.reshape(info["shape"])
+    return out
+
+
+def load_file(path) -> dict:
+    """Read a checkpoint file without executing code from it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
+    try:
+        with torch.serialization.safe_globals(_METADATA_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        try:
+            offenders = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001  (not a zip checkpoint: report the loader's own message)
+            offenders = []
+        raise ValueError(
+            f"{path} needs code execution to unpickle ({', '.join(offenders) or err}); visattn only loads weights. "
+            f"If you trust the file, load it yourself with torch.load(path, weights_only=False) and pass the "
+            f"state dict to load_official."
+        ) from None
+
+
+def unwrap(obj, use_ema: bool = False) -> dict[str, torch.Tensor]:
+    """Find the state dict inside the official wrappers (``model``, ``state_dict``, ``state_dict_ema``...)."""
+    if not isinstance(obj, dict):
+        raise TypeError(f"a checkpoint must be a dict, got {type(obj).__name__}")
+    order = ("state_dict_ema", "model_ema", "model", "state_dict") if use_ema else \
+        ("model", "state_dict", "state_dict_ema", "model_ema")
+    for key in order:
+        if isinstance(obj.get(key), dict):
+            return unwrap(obj[key], use_ema) if not _is_state_dict(obj[key]) else dict(obj[key])
+    if _is_state_dict(obj):
+        return dict(obj)
+    raise ValueError(f"no state dict found in the checkpoint; its top-level keys are {sorted(obj)[:20]}")
+
+
+def _is_state_dict(d: dict) -> bool:
+    return bool(d) and all(isinstance(k, str) for k in d) and any(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if all(k.startswith("module.") for k in sd):  # DistributedDataParallel
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    if any(k.startswith("backbone.") for k in sd):  # mmdet / mmseg: keep the backbone
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    return sd
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_official` did."""
+
+    loaded: int = 0
+    dropped: list[str] = field(default_factory=list)  # checkpoint keys left out (head of another class count)
+    resized: list[str] = field(default_factory=list)  # tensors interpolated to the model's size
+    missing: list[str] = field(default_factory=list)  # model keys the checkpoint lacks (strict=False only)
+    unexpected: list[str] = field(default_factory=list)  # checkpoint keys the model lacks (strict=False only)
+
+
+def load_official(model: nn.Module, source, strict: bool = True, use_ema: bool = False) -> LoadReport:
+    """Load an official checkpoint (path or already-loaded object) into a visattn model.
+
+    * unwraps ``model`` / ``state_dict`` / ``state_dict_ema`` (``use_ema`` prefers the EMA weights), strips a
+      ``module.`` prefix and keeps only ``backbone.*`` of detection/segmentation checkpoints;
+    * resizes position embeddings to the model (VOLO; bicubic);
+    * drops the classifier (``head``, ``aux_head``) when its class count differs from the model's or the model
+      has none (``num_classes=0``, ``features_only``);
+    * with ``strict`` (default) any other missing or unexpected key, and any shape mismatch, raises ``ValueError``.
+    """
+    obj = load_file(source) if isinstance(source, (str, Path)) else source
+    sd = _strip_prefixes(unwrap(obj, use_ema))
+    report = LoadReport()
+    adapt = getattr(model, "adapt_official_state_dict", None)
+    if adapt is not None:
+        sd, report.resized = adapt(sd)
+    own = model.state_dict()
+    for key in list(sd):
+        top = key.split(".")[0]
+        if top in ("head", "aux_head") and (key not in own or own[key].shape != sd[key].shape):
+            report.dropped.append(key)
+            del sd[key]
+        elif key not in own and top in getattr(model, "_head_modules", ()) and not hasattr(model, top):
+            report.dropped.append(key)  # removed for feature extraction
+            del sd[key]
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    if mismatched:
+        raise ValueError("shape mismatch between checkpoint and model (is this the right variant?):\n  "
+                         + "\n  ".join(mismatched[:20]))
+    missing = sorted(k for k in own if k not in sd and not k.startswith(("head.", "aux_head.")))
+    unexpected = sorted(k for k in sd if k not in own)
+    if strict and (missing or unexpected):
+        raise ValueError(f"checkpoint does not fit the model: {len(missing)} missing keys {missing[:10]}, "
+                         f"{len(unexpected)} unexpected keys {unexpected[:10]}; check the variant or pass strict=False")
+    result = model.load_state_dict(sd, strict=False)
+    report.missing, report.unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
+    report.loaded = len(sd) - len(report.unexpected)
+    return report

@@ -1,0 +1,141 @@
+"""Backbones: every registered variant on a tiny configuration of its family, plus the full-size tables."""
+
+import pytest
+import torch
+
+import visattn
+from visattn.models import VOLO, CloFormer, DilateFormer, LITv2, model_spec
+
+# reduced widths/depths per family (the configurations of the official goldens), 10 classes
+TINY = {
+    LITv2: dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
+    DilateFormer: dict(embed_dim=12, depths=(1, 1, 1, 1), num_heads=(3, 3, 6, 12)),
+    VOLO: dict(layers=(1, 1, 1, 1), embed_dims=(32, 64, 64, 64), num_heads=(2, 4, 4, 4), stem_hidden_dim=16),
+    CloFormer: dict(embed_dims=(8, 16, 32, 64), depths=(2, 1, 1, 1), num_heads=(2, 2, 4, 8),
+                    group_splits=((1, 1), (1, 1), (2, 2), (2, 6))),
+}
+NAMES = visattn.list_models()
+
+
+def tiny(name, **kw):
+    torch.manual_seed(0)
+    return visattn.create_model(name, **{"num_classes": 10, **TINY[model_spec(name).family], **kw})
+
+
+def test_fourteen_variants_registered():
+    assert len(NAMES) == 14
+    assert visattn.list_models("volo_*") == [f"volo_d{i}" for i in range(1, 6)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_backward_every_parameter_learns(name):
+    model = tiny(name).train()
+    x = torch.randn(2, 3, 64, 48, requires_grad=True)
+    out = model(x)
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_features_match_feature_info(name):
+    model = tiny(name).eval()
+    H, W = 97, 131
+    with torch.no_grad():
+        feats = model.forward_intermediates(torch.randn(1, 3, H, W))
+    assert len(feats) == 4
+    for f, info in zip(feats, model.feature_info, strict=True):
+        assert f.shape[1] == info["num_chs"]
+        for size, full in zip(f.shape[2:], (H, W), strict=True):
+            assert abs(size - full / info["reduction"]) < 1, (f.shape, info)
+
+
+@pytest.mark.parametrize("name", ["litv2_s", "dilateformer_tiny", "volo_d1", "cloformer_xxs"])
+def test_features_only_and_headless(name):
+    feat_model = tiny(name, features_only=True, out_indices=(1, 3)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = feat_model(x)
+    assert [f.shape[1] for f in feats] == [i["num_chs"] for i in feat_model.feature_info]
+    assert not any(k.startswith(("head.", "norm.", "aux_head.", "post_network.")) for k in feat_model.state_dict())
+    headless = tiny(name, num_classes=0).eval()
+    with torch.no_grad():
+        assert headless(x).shape == (2, headless.num_features)
+    headless.reset_classifier(5)
+    with torch.no_grad():
+        assert headless(x).shape == (2, 5)
+
+
+@pytest.mark.parametrize("name", ["litv2_s", "dilateformer_tiny", "volo_d1", "cloformer_xxs"])
+def test_grad_checkpointing_changes_nothing(name):
+    model = tiny(name).eval()
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for enable in (False, True):
+        model.zero_grad()
+        model.set_grad_checkpointing(enable)
+        out = model(x)
+        out.sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["litv2_s", "dilateformer_tiny", "volo_d1", "cloformer_xxs"])
+@pytest.mark.parametrize("hw", [(32, 32), (33, 47), (97, 131), (64, 40)])
+def test_any_input_size(name, hw):
+    model = tiny(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *hw))
+    assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+def test_litv2_sizes_follow_the_official_detection_backbone():
+    model = tiny("litv2_s", features_only=True).eval()
+    with torch.no_grad():
+        feats = model(torch.randn(1, 3, 90, 70))
+    assert [tuple(f.shape[2:]) for f in feats] == [(23, 18), (11, 9), (5, 4), (2, 2)]
+
+
+def test_volo_position_embedding_follows_the_input():
+    model = tiny("volo_d1", img_size=64).eval()  # stored grid 4x4
+    assert model.pos_embed.shape[1:3] == (4, 4)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 96, 80)).shape == (1, 10)  # 6x5 token grid: resized at run time
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_full_size_parameter_counts_match_the_papers(name):
+    with torch.device("meta"):
+        model = visattn.create_model(name)
+    params = sum(p.numel() for p in model.parameters())
+    assert round(params / 1e6, 2) == model_spec(name).paper.params_m
+
+
+@pytest.mark.parametrize("name", ["litv2_s", "dilateformer_tiny", "volo_d1", "cloformer_xxs"])
+def test_macs_at_224_within_two_percent(name):
+    model = visattn.create_model(name)
+    macs = visattn.count_macs(model, torch.randn(1, 3, 224, 224)).total / 1e9
+    reference = model_spec(name).paper.macs_reference_g
+    assert abs(macs / reference - 1) < 0.02, (macs, reference)
+
+
+def test_bad_names_and_arguments():
+    with pytest.raises(ValueError, match="unknown model 'litv3_s'; available: cloformer_s"):
+        visattn.create_model("litv3_s")
+    with pytest.raises(ValueError, match=r"litv2_s does not take \['embed_dims'\]; its arguments are: .*embed_dim"):
+        visattn.create_model("litv2_s", embed_dims=(1, 2))
+    with pytest.raises(ValueError, match="num_heads needs one entry per stage"):
+        visattn.create_model("dilateformer_tiny", num_heads=(3, 6))
+    with pytest.raises(ValueError, match="out_indices only applies with features_only=True"):
+        visattn.create_model("litv2_s", out_indices=(0,))
+    model = tiny("litv2_s")
+    with pytest.raises(ValueError, match=r"needs H, W >= 32"):
+        model(torch.randn(1, 3, 16, 64))
+    with pytest.raises(ValueError, match=r"expects images \(B, 3, H, W\)"):
+        model(torch.randn(1, 64, 64, 3))
+    with pytest.raises(ValueError, match="stage indices"):
+        model.forward_intermediates(torch.randn(1, 3, 64, 64), indices=(4,))
