@@ -77,3 +77,20 @@ def official_keys(model: str, prefix: str) -> dict[str, tuple[int, ...]]:
 def test_state_dict_matches_official_listing(model, prefix, block):
     ours = {k: tuple(v.shape) for k, v in block().state_dict().items()}
     assert ours == official_keys(model, prefix)
+
+
+def test_deformable_token_merging_matches_official_golden():
+    from visattn.layers import DeformableTokenMerging
+
+    golden = torch.load(FIXTURES / "goldens" / "litv2_dtm_cls__d16__8x8.pt", weights_only=False)
+    H, W = golden["kwargs"]["input_resolution"]
+    merge = DeformableTokenMerging(golden["kwargs"]["dim"]).eval()
+    merge.load_state_dict(golden["state_dict"], strict=True)
+    x = golden["input"].clone().requires_grad_()  # (B, N, C) tokens
+    out = merge(x.reshape(x.shape[0], H, W, -1)).flatten(1, 2)  # (B, N/4, 2C)
+    torch.testing.assert_close(out, golden["output"], rtol=1e-5, atol=1e-5)
+    bwd = golden["backward"]
+    (out * bwd["grad_output"]).sum().backward()
+    torch.testing.assert_close(x.grad, bwd["grad_input"], rtol=1e-4, atol=1e-4)
+    for name, p in merge.named_parameters():
+        torch.testing.assert_close(p.grad, bwd["param_grads"][name], rtol=1e-4, atol=1e-4)
