@@ -5,7 +5,15 @@ Every block maps a channels-last map ``(B, H, W, C)`` to the same shape, for any
 """
 
 from . import functional
-from .attention import CloAttention, HiLoAttention, MultiHeadSelfAttention, MultiScaleDilatedAttention, OutlookAttention
+from .attention import (
+    CloAttention,
+    HiLoAttention,
+    MultiHeadSelfAttention,
+    MultiScaleDilatedAttention,
+    OutlookAttention,
+    SpatialReductionAttention,
+    WindowAttention,
+)
 from .checkpoint import load_official
 from .layers import ChannelsFirst, DeformConv2d, TokenSequence, deform_conv2d
 from .macs import MacReport, count_macs
@@ -22,7 +30,9 @@ __all__ = [
     "MultiHeadSelfAttention",
     "MultiScaleDilatedAttention",
     "OutlookAttention",
+    "SpatialReductionAttention",
     "TokenSequence",
+    "WindowAttention",
     "count_macs",
     "create_model",
     "deform_conv2d",

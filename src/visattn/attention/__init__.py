@@ -1,5 +1,6 @@
 """Attention modules. Each maps a channels-last ``(B, H, W, C)`` map to the same shape."""
 
+from .baselines import SpatialReductionAttention, WindowAttention
 from .clo import CloAttention
 from .dilated import MultiScaleDilatedAttention
 from .hilo import HiLoAttention
@@ -7,4 +8,4 @@ from .mhsa import ClassAttention, MultiHeadSelfAttention
 from .outlook import OutlookAttention
 
 __all__ = ["ClassAttention", "CloAttention", "HiLoAttention", "MultiHeadSelfAttention", "MultiScaleDilatedAttention",
-           "OutlookAttention"]
+           "OutlookAttention", "SpatialReductionAttention", "WindowAttention"]
