@@ -7,7 +7,7 @@ from torch import nn
 
 from .. import _validate
 from ..functional import dilated_attention
-from ..layers import pointwise
+from ..layers import linear_from_channels_first, linear_to_channels_first, pointwise
 
 
 class MultiScaleDilatedAttention(nn.Module):
@@ -55,6 +55,8 @@ class MultiScaleDilatedAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _validate.channels_last_map(x, self.dim, type(self).__name__)
+        if self.impl == "fast":
+            return self._forward_fast(x)
         B, H, W, C = x.shape
         groups = len(self.dilation)
         nhg = self.num_heads // groups
@@ -68,6 +70,29 @@ class MultiScaleDilatedAttention(nn.Module):
             outs.append(o.permute(0, 2, 3, 1, 4).reshape(B, H, W, C // groups))  # (B, H, W, C/G)
         out = torch.cat(outs, dim=-1) if groups > 1 else outs[0]  # (B, H, W, C)
         return self.proj_drop(self.proj(out))
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """q, k, v projected straight into channel-first memory (one matmul against the transposed input), so the
+        kernel's shifted products run along W without permute copies."""
+        B, H, W, C = x.shape
+        groups = len(self.dilation)
+        nhg = self.num_heads // groups
+        dropout_p = self.attn_drop if self.training else 0.0
+        tokens = x.reshape(B, H * W, C)
+        weight = self.qkv.weight.view(3, groups, C // groups, C)
+        bias = None if self.qkv.bias is None else self.qkv.bias.view(3, groups, C // groups)
+        outs = []
+        for g, r in enumerate(self.dilation):  # one group's projections at a time: less memory live
+            w_g = weight[:, g].reshape(3 * C // groups, C)
+            b_g = None if bias is None else bias[:, g].reshape(-1)
+            qkv = linear_to_channels_first(w_g, b_g, tokens).view(B, 3, nhg, self.head_dim, H, W)
+            # qkv: (B, 3, nhg, hd, H, W)
+            q, k, v = (qkv[:, t].permute(0, 1, 3, 4, 2) for t in range(3))  # 3 x (B, nhg, H, W, hd) views
+            o = dilated_attention(q, k, v, self.kernel_size, r, self.scale, dropout_p, "fast")  # (B, nhg, H, W, hd)
+            outs.append(o.permute(0, 1, 4, 2, 3))  # (B, nhg, hd, H, W)
+        out = torch.cat(outs, dim=1).view(B, C, H * W) if groups > 1 else outs[0].reshape(B, C, H * W)  # (B, C, N)
+        y = linear_from_channels_first(self.proj.weight, self.proj.bias, out)  # (B, N, C)
+        return self.proj_drop(y.view(B, H, W, C))
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, "

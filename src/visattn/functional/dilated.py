@@ -70,19 +70,88 @@ def _reference(q, k, v, ks, r, scale, dropout_p):
 
 
 def _fast(q, k, v, ks, r, scale, dropout_p):
-    B, nh, H, W, hd = q.shape
-    pad = r * (ks // 2)
-    kp = F.pad(k, (0, 0, pad, pad, pad, pad))  # (B, nh, H+2p, W+2p, hd)
-    vp = F.pad(v, (0, 0, pad, pad, pad, pad))  # (B, nh, H+2p, W+2p, hd)
-    offsets = [(a * r, b * r) for a in range(ks) for b in range(ks)]
-    qs = q * scale
-    # logits stacked on dim 2 so that the softmax runs over a non-trailing axis (fast on CPU)
-    logits = torch.stack([(qs * kp[:, :, a:a + H, b:b + W]).sum(-1) for a, b in offsets], dim=2)  # (B, nh, k*k, H, W)
-    attn = logits.softmax(dim=2)
+    """Shifted views of one zero-padded K and V, computed in (B, nh, hd, H, W) memory order so that the k*k
+    products vectorise along W. Free of copies when the caller lays q, k, v out channel-first (as the module does);
+    the result is a (B, nh, H, W, hd) view of channel-first memory."""
+    qc, kc, vc = (t.permute(0, 1, 4, 2, 3) for t in (q, k, v))  # (B, nh, hd, H, W)
+    shifts = [(a * r, b * r) for a in range(ks) for b in range(ks)]
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if needs_grad and dropout_p > 0:
+        return _fast_autograd(qc, kc, vc, r * (ks // 2), shifts, scale, dropout_p).permute(0, 1, 3, 4, 2)
+    if needs_grad:
+        return _DilatedAttention.apply(qc, kc, vc, r * (ks // 2), shifts, scale).permute(0, 1, 3, 4, 2)
+    return _attend(qc.contiguous(), kc, vc, r * (ks // 2), shifts, scale, dropout_p)[0].permute(0, 1, 3, 4, 2)
+
+
+def _pad(t, pad):
+    return F.pad(t, (pad, pad, pad, pad))  # (B, nh, hd, H+2p, W+2p)
+
+
+def _attend(qc, kc, vc, pad, shifts, scale, dropout_p=0.0):
+    """Forward with every product written into preallocated buffers (fresh multi-MB temporaries cost page
+    faults on CPU). Returns (out, attn, padded v) in channel-first layout."""
+    B, nh, hd, H, W = qc.shape
+    kp, vp = _pad(kc, pad), _pad(vc, pad)
+    logits = qc.new_empty(B, nh, len(shifts), H, W)  # (B, nh, k*k, H, W)
+    tmp = qc.new_empty(B, nh, hd, H, W)
+    for i, (a, b) in enumerate(shifts):
+        torch.mul(qc, kp[..., a:a + H, b:b + W], out=tmp)
+        torch.sum(tmp, 2, out=logits[:, :, i])
+    del kp
+    attn = logits.mul_(scale).softmax(dim=2)  # softmax over a non-trailing axis: fast on CPU
+    del logits
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
-    out = None
-    for i, (a, b) in enumerate(offsets):
-        term = attn[:, :, i].unsqueeze(-1) * vp[:, :, a:a + H, b:b + W]  # (B, nh, H, W, hd)
-        out = term if out is None else out + term
+    out = torch.mul(attn[:, :, 0, None], vp[..., :H, :W], out=tmp)  # (B, nh, hd, H, W)
+    for i, (a, b) in enumerate(shifts[1:], start=1):
+        out.addcmul_(attn[:, :, i, None], vp[..., a:a + H, b:b + W])
+    return out, attn, vp
+
+
+class _DilatedAttention(torch.autograd.Function):
+    """Saves only q, k, v; the attention map is recomputed in backward (as flash attention does)."""
+
+    @staticmethod
+    def forward(ctx, qc, kc, vc, pad, shifts, scale):
+        ctx.save_for_backward(qc, kc, vc)
+        ctx.pad, ctx.shifts, ctx.scale = pad, shifts, scale
+        return _attend(qc.contiguous(), kc, vc, pad, shifts, scale)[0]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        qc, kc, vc = ctx.saved_tensors
+        pad, shifts, scale = ctx.pad, ctx.shifts, ctx.scale
+        qc, gout = qc.contiguous(), gout.contiguous()
+        B, nh, hd, H, W = qc.shape
+        _, attn, vp = _attend(qc, kc, vc, pad, shifts, scale)
+        kp = _pad(kc, pad)
+        tmp = qc.new_empty(B, nh, hd, H, W)
+        grad_attn = attn.new_empty(attn.shape)  # (B, nh, k*k, H, W)
+        dvp = torch.zeros_like(vp)
+        for i, (a, b) in enumerate(shifts):
+            torch.mul(gout, vp[..., a:a + H, b:b + W], out=tmp)
+            torch.sum(tmp, 2, out=grad_attn[:, :, i])
+            dvp[..., a:a + H, b:b + W].addcmul_(attn[:, :, i, None], gout)
+        del vp
+        # softmax backward: dL = A * (dA - sum(A * dA)), then the logit scale
+        grad_logits = grad_attn.sub_((attn * grad_attn).sum(2, keepdim=True)).mul_(attn).mul_(scale)
+        dq = torch.zeros_like(qc)
+        dkp = torch.zeros_like(kp)
+        for i, (a, b) in enumerate(shifts):
+            dq.addcmul_(grad_logits[:, :, i, None], kp[..., a:a + H, b:b + W])
+            dkp[..., a:a + H, b:b + W].addcmul_(grad_logits[:, :, i, None], qc)
+        crop = (slice(None),) * 3 + (slice(pad, pad + H), slice(pad, pad + W))
+        return dq, dkp[crop], dvp[crop], None, None, None
+
+
+def _fast_autograd(qc, kc, vc, pad, shifts, scale, dropout_p):
+    """The same computation from differentiable ops (used with attention dropout, which needs its mask)."""
+    H, W = qc.shape[-2:]
+    kp, vp = _pad(kc, pad), _pad(vc, pad)
+    logits = torch.stack([(qc * kp[..., a:a + H, b:b + W]).sum(2) for a, b in shifts], dim=2)  # (B, nh, k*k, H, W)
+    attn = F.dropout((logits * scale).softmax(dim=2), dropout_p)
+    out = attn[:, :, 0, None] * vp[..., :H, :W]  # (B, nh, hd, H, W)
+    for i, (a, b) in enumerate(shifts[1:], start=1):
+        out = out.addcmul(attn[:, :, i, None], vp[..., a:a + H, b:b + W])
     return out
