@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from visattn import count_macs
-from visattn.bench import BLOCKS, build_block
+from visattn.bench import PAPER_BLOCKS, build_block
 from visattn.cli import main
 
 
 def test_table_lists_every_block_with_its_counts(capsys):
     assert main(["--size", "12x9", "--repeat", "1", "--dim", "32"]) == 0
     out = capsys.readouterr().out
-    for name in BLOCKS:
+    for name in PAPER_BLOCKS:
         block = build_block(name, 32, 4)
         row = next(line for line in out.splitlines() if line.startswith(name + " "))
         params = f"{sum(p.numel() for p in block.parameters()):,}"
