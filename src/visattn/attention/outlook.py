@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from ..functional import outlook_aggregate, outlook_grid
+from ..functional import outlook_aggregate, outlook_attention, outlook_grid
+from ..layers import linear_from_channels_first, linear_to_channels_first
 
 
 class OutlookAttention(nn.Module):
@@ -54,6 +55,8 @@ class OutlookAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _validate.channels_last_map(x, self.dim, type(self).__name__)
+        if self.impl == "fast":
+            return self._forward_fast(x)
         B, H, W, C = x.shape
         nh, hd, k2, s = self.num_heads, self.head_dim, self.kernel_size ** 2, self.stride
         h, w = outlook_grid(H, W, s)
@@ -66,6 +69,35 @@ class OutlookAttention(nn.Module):
         out = outlook_aggregate(a, v, self.kernel_size, self.padding, s, self.impl)  # (B, nh, H, W, hd)
         out = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C)  # (B, H, W, C)
         return self.proj_drop(self.proj(out))
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """v and the window weights projected straight into channel-first memory: the softmax runs over a
+        non-trailing axis (a trailing axis of 9 is pathologically slow on CPU) and the kernel needs no copies."""
+        B, H, W, C = x.shape
+        nh, hd, k2, s = self.num_heads, self.head_dim, self.kernel_size ** 2, self.stride
+        h, w = outlook_grid(H, W, s)
+        tokens = x.reshape(B, H * W, C)
+        v = linear_to_channels_first(self.v.weight, self.v.bias, tokens).view(B, nh, hd, H, W)  # (B, nh, hd, H, W)
+        centre = tokens
+        if s > 1:
+            centre = F.avg_pool2d(x.permute(0, 3, 1, 2), s, s, ceil_mode=True).permute(0, 2, 3, 1)  # (B, h, w, C)
+            centre = centre.reshape(B, h * w, C)
+        logits = linear_to_channels_first(self.attn.weight, self.attn.bias, centre).view(B, nh, k2, k2, h, w)
+        scale = self.scale
+        if not torch.is_grad_enabled():  # scale our own logits in place (under autograd this would keep a copy)
+            logits, scale = logits.mul_(scale), 1.0
+        logits = logits.permute(0, 1, 4, 5, 2, 3)  # (B, nh, h, w, k*k, k*k) view of channel-first memory
+        v = v.permute(0, 1, 3, 4, 2)  # (B, nh, H, W, hd) view
+        if self.training and self.attn_drop.p > 0:
+            attn = (logits.permute(0, 1, 4, 5, 2, 3) * scale).softmax(dim=3)  # softmax over a non-trailing axis
+            out = outlook_aggregate(self.attn_drop(attn).permute(0, 1, 4, 5, 2, 3), v, self.kernel_size, self.padding,
+                                    s, "fast")
+        else:  # softmax fused into the aggregation: less memory for backward
+            out = outlook_attention(logits, v, self.kernel_size, self.padding, s, scale, "fast")
+        # out: (B, nh, H, W, hd) view of channel-first memory
+        out = out.permute(0, 1, 4, 2, 3).reshape(B, C, H * W)  # (B, C, N)
+        y = linear_from_channels_first(self.proj.weight, self.proj.bias, out)  # (B, N, C)
+        return self.proj_drop(y.view(B, H, W, C))
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, "

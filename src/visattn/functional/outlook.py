@@ -12,6 +12,7 @@ paddings, which the official code rejects, keep the same window grid and simply 
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from .. import _validate
@@ -50,6 +51,40 @@ def outlook_aggregate(attn, v, kernel_size: int = 3, padding: int = 1, stride: i
     if p >= ks:
         raise ValueError(f"padding must be < kernel_size ({ks}) so that a window overlaps its cell, got {p}")
     _validate.impl(impl)
+    _check_shapes(attn, v, ks, s)
+    B, nh, H, W, hd = v.shape
+    h, w = outlook_grid(H, W, s)
+    fn = _reference if impl == "reference" else _fast
+    return counted("outlook_aggregate", B * nh * h * w * ks ** 4 * hd, fn, attn, v, ks, p, s)
+
+
+def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride: int = 1, scale: float = 1.0,
+                      impl: str = "fast"):
+    """``outlook_aggregate(softmax(logits * scale, dim=-1), v, ...)``: the softmax fused with the aggregation.
+
+    Same arguments as :func:`outlook_aggregate`, with raw ``logits (B, nh, h, w, k*k, k*k)``. The fast path keeps
+    only the normalised weights and v for backward and computes the softmax gradient in place.
+    """
+    _validate.impl(impl)
+    if impl == "reference":
+        return outlook_aggregate((logits * scale).softmax(dim=-1), v, kernel_size, padding, stride, impl)
+    if not (torch.is_grad_enabled() and (logits.requires_grad or v.requires_grad)):
+        ac = logits.permute(0, 1, 4, 5, 2, 3)  # (B, nh, k*k, k*k, h, w): softmax over a non-trailing axis
+        attn = (ac if scale == 1 else ac * scale).softmax(dim=3).permute(0, 1, 4, 5, 2, 3)
+        return outlook_aggregate(attn, v, kernel_size, padding, stride, impl)
+    ks = _validate.positive_int("kernel_size", kernel_size)
+    _check_shapes(logits, v, ks, _validate.positive_int("stride", stride))
+    B, nh, H, W, hd = v.shape
+    h, w = logits.shape[2:4]
+
+    def fused(a, vv, k, pp, ss):
+        out = _Outlook.apply(a.permute(0, 1, 4, 5, 2, 3), vv.permute(0, 1, 4, 2, 3), k, pp, ss, scale)
+        return out.permute(0, 1, 3, 4, 2)  # (B, nh, H, W, hd) view
+
+    return counted("outlook_aggregate", B * nh * h * w * ks ** 4 * hd, fused, logits, v, ks, padding, stride)
+
+
+def _check_shapes(attn, v, ks, s):
     if v.dim() != 5 or attn.dim() != 6:
         raise ValueError(f"expected attn (B, nh, h, w, k*k, k*k) and v (B, nh, H, W, hd), got "
                          f"{tuple(attn.shape)} and {tuple(v.shape)}")
@@ -58,8 +93,6 @@ def outlook_aggregate(attn, v, kernel_size: int = 3, padding: int = 1, stride: i
     if tuple(attn.shape) != (B, nh, h, w, ks * ks, ks * ks):
         raise ValueError(f"attn must have shape {(B, nh, h, w, ks * ks, ks * ks)} for v of shape {tuple(v.shape)} "
                          f"with kernel_size={ks}, stride={s}; got {tuple(attn.shape)}")
-    fn = _reference if impl == "reference" else _fast
-    return counted("outlook_aggregate", B * nh * h * w * ks ** 4 * hd, fn, attn, v, ks, p, s)
 
 
 def _reference(attn, v, ks, p, s):
@@ -79,18 +112,142 @@ def _reference(attn, v, ks, p, s):
 
 
 def _fast(attn, v, ks, p, s):
-    B, nh, H, W, hd = v.shape
-    h, w = attn.shape[2:4]
+    """Channel-first memory order (B, nh, k*k, k*k, h, w) for the weights and (B, nh, hd, H, W) for the values,
+    free of copies when the caller lays them out that way (as the module does). No unfold, no fold."""
+    ac = attn.permute(0, 1, 4, 5, 2, 3)  # (B, nh, k*k, k*k, h, w)
+    vc = v.permute(0, 1, 4, 2, 3)  # (B, nh, hd, H, W)
+    if torch.is_grad_enabled() and (attn.requires_grad or v.requires_grad):
+        out = _Outlook.apply(ac, vc, ks, p, s, None)
+    else:
+        out = _relative_forward(_relative_weights(ac, ks, p), vc, ks) if s == 1 else _strided_forward(ac, vc, ks, p, s)
+    return out.permute(0, 1, 3, 4, 2)  # (B, nh, H, W, hd) view
+
+
+def _relative_boxes(ks, p, H, W):
+    """For stride 1: (m, n, d, output box, window-grid box) of every weight; window m of centre c writes row
+    y = c - p + mi, and n - m is the relative offset d of the value it reads."""
+    D, r = 2 * ks - 1, ks - 1
+    for mi in range(ks):
+        y0, y1 = max(0, mi - p), min(H, H + mi - p)  # rows whose window centre y + p - mi is on the map
+        for mj in range(ks):
+            x0, x1 = max(0, mj - p), min(W, W + mj - p)
+            if y0 >= y1 or x0 >= x1:
+                continue
+            for ni in range(ks):
+                for nj in range(ks):
+                    out_box = (slice(y0, y1), slice(x0, x1))
+                    src_box = (slice(y0 + p - mi, y1 + p - mi), slice(x0 + p - mj, x1 + p - mj))
+                    yield mi * ks + mj, ni * ks + nj, (ni - mi + r) * D + (nj - mj + r), out_box, src_box
+
+
+def _relative_weights(ac, ks, p):
+    """W_d[y] = sum_m attn[y + p - m, m, m + d]: (B, nh, (2k-1)^2, H, W) weight maps, one per relative offset."""
+    B, nh, _, _, H, W = ac.shape
+    weights = ac.new_zeros(B, nh, (2 * ks - 1) ** 2, H, W)
+    for m, n, d, (ys, xs), (cy, cx) in _relative_boxes(ks, p, H, W):
+        weights[:, :, d, ys, xs] += ac[:, :, m, n, cy, cx]
+    return weights
+
+
+def _relative_forward(weights, vc, ks):
+    """Stride 1: out[y] = sum_d W_d[y] * v[y + d] over the (2k-1)^2 offsets: (2k-1)^2 instead of k^4
+    multiply-adds per element, since the weight maps carry no channel factor."""
+    H, W = vc.shape[-2:]
+    D, r = 2 * ks - 1, ks - 1
+    vp = F.pad(vc, (r, r, r, r))  # (B, nh, hd, H+2r, W+2r)
+    out = weights[:, :, 0, None] * vp[..., :H, :W]  # (B, nh, hd, H, W)
+    for d in range(1, D * D):
+        di, dj = divmod(d, D)
+        out.addcmul_(weights[:, :, d, None], vp[..., di:di + H, dj:dj + W])
+    return out
+
+
+def _strided_views(vc, ks, p, s, h, w):
+    H, W = vc.shape[-2:]
     pt, pb, pl, pr = _extent_pads(H, W, h, w, ks, p, s)
-    vp = F.pad(v, (0, 0, pl, pr, pt, pb))  # (B, nh, Hc, Wc, hd)
-    he, we = (h - 1) * s + 1, (w - 1) * s + 1  # extent of one strided view of the canvas
-    views = [vp[:, :, i:i + he:s, j:j + we:s] for i in range(ks) for j in range(ks)]  # k*k x (B, nh, h, w, hd)
-    out = vp.new_zeros(vp.shape)  # (B, nh, Hc, Wc, hd)
-    for m in range(ks * ks):
-        a_m = attn[..., m, :]  # (B, nh, h, w, k*k)
-        acc = a_m[..., 0, None] * views[0]
+    vp = F.pad(vc, (pl, pr, pt, pb))  # (B, nh, hd, Hc, Wc)
+    he, we = (h - 1) * s + 1, (w - 1) * s + 1
+    boxes = [(slice(i, i + he, s), slice(j, j + we, s)) for i in range(ks) for j in range(ks)]
+    return vp, boxes, (pt, pb, pl, pr)
+
+
+def _strided_forward(ac, vc, ks, p, s):
+    """Stride > 1: window position m accumulates sum_n attn[m, n] * v (strided views) onto its strided place."""
+    B, nh, hd = vc.shape[:3]
+    h, w = ac.shape[-2:]
+    vp, boxes, (pt, pb, pl, pr) = _strided_views(vc, ks, p, s, h, w)
+    canvas = torch.zeros_like(vp)  # (B, nh, hd, Hc, Wc)
+    acc = vp.new_empty(B, nh, hd, h, w)
+    for m, (ys, xs) in enumerate(boxes):
+        torch.mul(ac[:, :, m, 0, None], vp[..., boxes[0][0], boxes[0][1]], out=acc)
         for n in range(1, ks * ks):
-            acc = acc + a_m[..., n, None] * views[n]  # (B, nh, h, w, hd)
-        i, j = divmod(m, ks)
-        out[:, :, i:i + he:s, j:j + we:s] += acc
-    return F.pad(out, (0, 0, -pl, -pr, -pt, -pb))  # (B, nh, H, W, hd)
+            acc.addcmul_(ac[:, :, m, n, None], vp[..., boxes[n][0], boxes[n][1]])
+        canvas[..., ys, xs] += acc
+    return F.pad(canvas, (-pl, -pr, -pt, -pb))  # (B, nh, hd, H, W)
+
+
+class _Outlook(torch.autograd.Function):
+    """Outlook aggregation with an explicit backward (autograd of the in-place slice writes would clone the whole
+    gradient once per write). With ``scale`` the input is raw logits and the softmax over the last window axis is
+    fused in: the backward then turns the weight gradient into the logit gradient in place."""
+
+    @staticmethod
+    def forward(ctx, ac, vc, ks, p, s, scale):
+        attn = ac if scale is None else (ac if scale == 1 else ac * scale).softmax(dim=3)  # (B, nh, k*k, k*k, h, w)
+        ctx.save_for_backward(attn, vc)
+        ctx.ks, ctx.p, ctx.s, ctx.scale = ks, p, s, scale
+        if s == 1:
+            return _relative_forward(_relative_weights(attn, ks, p), vc, ks)
+        return _strided_forward(attn, vc, ks, p, s)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        attn, vc = ctx.saved_tensors
+        ks, p, s = ctx.ks, ctx.p, ctx.s
+        gout = gout.contiguous()
+        backward = _relative_backward if s == 1 else _strided_backward
+        gattn, gv = backward(attn, vc, gout, ks, p, s)
+        if ctx.scale is not None:  # softmax over axis 3: dL = A * (dA - sum_n A dA), in place
+            dot = torch.zeros_like(attn[:, :, :, :1])
+            for n in range(attn.shape[3]):
+                dot.addcmul_(attn[:, :, :, n:n + 1], gattn[:, :, :, n:n + 1])
+            gattn.sub_(dot).mul_(attn).mul_(ctx.scale)
+        return gattn, gv, None, None, None, None
+
+
+def _relative_backward(attn, vc, gout, ks, p, s):
+    B, nh, hd, H, W = vc.shape
+    D, r = 2 * ks - 1, ks - 1
+    weights = _relative_weights(attn, ks, p)
+    vp = F.pad(vc, (r, r, r, r))
+    gweights = weights.new_empty(weights.shape)
+    gvp = torch.zeros_like(vp)
+    tmp = vp.new_empty(B, nh, hd, H, W)
+    for d in range(D * D):
+        di, dj = divmod(d, D)
+        torch.mul(gout, vp[..., di:di + H, dj:dj + W], out=tmp)
+        torch.sum(tmp, 2, out=gweights[:, :, d])
+        gvp[..., di:di + H, dj:dj + W].addcmul_(weights[:, :, d, None], gout)
+    del weights, vp, tmp
+    gattn = gweights.new_zeros(attn.shape)  # (B, nh, k*k, k*k, H, W): a gather of the weight-map gradients
+    for m, n, d, (ys, xs), (cy, cx) in _relative_boxes(ks, p, H, W):
+        gattn[:, :, m, n, cy, cx] = gweights[:, :, d, ys, xs]
+    return gattn, gvp[..., r:r + H, r:r + W]
+
+
+def _strided_backward(attn, vc, gout, ks, p, s):
+    B, nh, hd = vc.shape[:3]
+    h, w = attn.shape[-2:]
+    vp, boxes, (pt, pb, pl, pr) = _strided_views(vc, ks, p, s, h, w)
+    gcanvas = F.pad(gout, (pl, pr, pt, pb))  # (B, nh, hd, Hc, Wc); outside the map: zero
+    gattn = attn.new_empty(attn.shape)
+    gvp = torch.zeros_like(vp)
+    tmp = vp.new_empty(B, nh, hd, h, w)
+    for m, (ys, xs) in enumerate(boxes):
+        gm = gcanvas[..., ys, xs]  # (B, nh, hd, h, w)
+        for n, (vy, vx) in enumerate(boxes):
+            torch.mul(gm, vp[..., vy, vx], out=tmp)
+            torch.sum(tmp, 2, out=gattn[:, :, m, n])
+            gvp[..., vy, vx].addcmul_(attn[:, :, m, n, None], gm)
+    return gattn, F.pad(gvp, (-pl, -pr, -pt, -pb))
