@@ -32,8 +32,10 @@ def test_hilo_reproduces_official_formula(C, nh, ws, alpha, H, W, impl):
 
 
 def test_batch_scales_linearly_and_breakdown_adds_up():
-    block = HiLoAttention(64, 8)
+    block = HiLoAttention(64, 8, impl="reference")  # the fast path fuses projections: booked on the parent module
     one = count_macs(block, torch.randn(1, 8, 8, 64))
+    block.impl = "fast"
+    assert count_macs(block, torch.randn(1, 8, 8, 64)).total == one.total
     four = count_macs(block, torch.randn(4, 8, 8, 64))
     assert four.total == 4 * one.total
     assert sum(one.by_op.values()) == one.total == sum(one.by_module.values())

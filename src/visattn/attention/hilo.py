@@ -66,16 +66,24 @@ class HiLoAttention(nn.Module):
         pad_h, pad_w = (-H) % ws, (-W) % ws
         xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w else x  # (B, Hp, Wp, C)
         Hp, Wp = H + pad_h, W + pad_w
+        fused = None
+        if self.impl == "fast" and self.h_heads and self.l_heads:
+            # one matmul for the two projections that read the (padded) input: [h_qkv | l_q]
+            weight = torch.cat([self.h_qkv.weight, self.l_q.weight])
+            bias = None if self.h_qkv.bias is None else torch.cat([self.h_qkv.bias, self.l_q.bias])
+            fused = F.linear(xp, weight, bias)  # (B, Hp, Wp, 3 h_dim + l_dim)
         outs = []
         if self.h_heads:
-            qkv = self.h_qkv(xp).reshape(B, Hp, Wp, 3, self.h_heads, hd)  # (B, Hp, Wp, 3, nh_hi, hd)
+            qkv = fused[..., :3 * self.h_dim] if fused is not None else self.h_qkv(xp)  # (B, Hp, Wp, 3 h_dim)
+            qkv = qkv.reshape(B, Hp, Wp, 3, self.h_heads, hd)  # (B, Hp, Wp, 3, nh_hi, hd)
             qkv = qkv.permute(3, 0, 4, 1, 2, 5)  # (3, B, nh_hi, Hp, Wp, hd)
             hi = window_attention(qkv[0], qkv[1], qkv[2], ws, self.scale, dropout_p, self.impl)
             # hi: (B, nh_hi, Hp, Wp, hd)
             hi = hi[:, :, :H, :W].permute(0, 2, 3, 1, 4).reshape(B, H, W, self.h_dim)  # (B, H, W, h_dim)
-            outs.append(self.h_proj(hi))
+            outs.append((self.h_proj, hi))
         if self.l_heads:
-            q = self.l_q(x).reshape(B, H * W, self.l_heads, hd).transpose(1, 2)  # (B, nh_lo, N, hd)
+            q = fused[:, :H, :W, 3 * self.h_dim:] if fused is not None else self.l_q(x)  # (B, H, W, l_dim)
+            q = q.reshape(B, H * W, self.l_heads, hd).transpose(1, 2)  # (B, nh_lo, N, hd)
             if ws > 1:
                 pooled = F.avg_pool2d(xp.permute(0, 3, 1, 2), ws)  # (B, C, Hp/ws, Wp/ws)
                 pooled = pooled.flatten(2).transpose(1, 2)  # (B, M, C)
@@ -83,10 +91,25 @@ class HiLoAttention(nn.Module):
                 pooled = x.reshape(B, H * W, C)  # (B, N, C)
             kv = self.l_kv(pooled).reshape(B, -1, 2, self.l_heads, hd).permute(2, 0, 3, 1, 4)  # (2, B, nh_lo, M, hd)
             lo = attention(q, kv[0], kv[1], self.scale, dropout_p, self.impl)  # (B, nh_lo, N, hd)
-            lo = lo.transpose(1, 2).reshape(B, H, W, self.l_dim)  # (B, H, W, l_dim)
-            outs.append(self.l_proj(lo))
-        out = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]  # (B, H, W, C): Hi-Fi channels first
-        return self.proj_drop(out)
+            lo = lo.transpose(1, 2).reshape(B, H, W, self.l_dim)  # (B, H, W, l_dim); SDPA gives (B, N, nh, hd) memory
+            outs.append((self.l_proj, lo))
+        return self.proj_drop(self._project(outs, x))
+
+    def _project(self, branches, x):
+        """Per-branch output projections, concatenated along channels (Hi-Fi first)."""
+        if len(branches) == 1:
+            proj, feats = branches[0]
+            return proj(feats)
+        same_dtype = all(feats.dtype == proj.weight.dtype == x.dtype for proj, feats in branches)  # not autocast
+        if self.impl == "fast" and not torch.is_grad_enabled() and same_dtype:  # both projections into one map
+            out = x.new_empty(x.shape)  # (B, H, W, C)
+            flat, start = out.view(-1, self.dim), 0
+            for proj, feats in branches:
+                end = start + proj.out_features
+                torch.addmm(proj.bias, feats.reshape(-1, proj.in_features), proj.weight.t(), out=flat[:, start:end])
+                start = end
+            return out
+        return torch.cat([proj(feats) for proj, feats in branches], dim=-1)  # (B, H, W, C)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.ws}, hifi_heads={self.h_heads}, "

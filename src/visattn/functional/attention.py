@@ -33,6 +33,8 @@ def attention(q, k, v, scale: float | None = None, dropout_p: float = 0.0, impl:
     if scale is None:
         scale = q.shape[-1] ** -0.5
     if impl == "fast":
+        if q.dim() == 4:  # (B, nh, N, hd): SDPA takes strided heads as they are, no copy
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
         lead = q.shape[:-2]
         q4 = q.reshape(-1, 1, *q.shape[-2:])  # (prod(lead), 1, N, hd)
         k4 = k.reshape(-1, 1, *k.shape[-2:])  # (prod(lead), 1, M, hd)
