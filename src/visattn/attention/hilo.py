@@ -101,7 +101,8 @@ class HiLoAttention(nn.Module):
             proj, feats = branches[0]
             return proj(feats)
         same_dtype = all(feats.dtype == proj.weight.dtype == x.dtype for proj, feats in branches)  # not autocast
-        if self.impl == "fast" and not torch.is_grad_enabled() and same_dtype:  # both projections into one map
+        eager = not torch.compiler.is_compiling()  # dynamo rejects out= into strided slices
+        if self.impl == "fast" and not torch.is_grad_enabled() and same_dtype and eager:  # both into one map
             out = x.new_empty(x.shape)  # (B, H, W, C)
             flat, start = out.view(-1, self.dim), 0
             for proj, feats in branches:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .. import _validate
 from ..macs import counted
+from ._buffers import dot_into
 
 
 def _check(q, k, v, kernel_size, dilation):
@@ -95,14 +96,13 @@ def _attend(qc, kc, vc, pad, shifts, scale, dropout_p=0.0):
     logits = qc.new_empty(B, nh, len(shifts), H, W)  # (B, nh, k*k, H, W)
     tmp = qc.new_empty(B, nh, hd, H, W)
     for i, (a, b) in enumerate(shifts):
-        torch.mul(qc, kp[..., a:a + H, b:b + W], out=tmp)
-        torch.sum(tmp, 2, out=logits[:, :, i])
+        dot_into(logits[:, :, i], qc, kp[..., a:a + H, b:b + W], tmp)
     del kp
     attn = logits.mul_(scale).softmax(dim=2)  # softmax over a non-trailing axis: fast on CPU
     del logits
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
-    out = torch.mul(attn[:, :, 0, None], vp[..., :H, :W], out=tmp)  # (B, nh, hd, H, W)
+    out = torch.mul(attn[:, :, 0, None], vp[..., :H, :W], out=tmp)  # (B, nh, hd, H, W); tmp is contiguous
     for i, (a, b) in enumerate(shifts[1:], start=1):
         out.addcmul_(attn[:, :, i, None], vp[..., a:a + H, b:b + W])
     return out, attn, vp
@@ -130,8 +130,7 @@ class _DilatedAttention(torch.autograd.Function):
         grad_attn = attn.new_empty(attn.shape)  # (B, nh, k*k, H, W)
         dvp = torch.zeros_like(vp)
         for i, (a, b) in enumerate(shifts):
-            torch.mul(gout, vp[..., a:a + H, b:b + W], out=tmp)
-            torch.sum(tmp, 2, out=grad_attn[:, :, i])
+            dot_into(grad_attn[:, :, i], gout, vp[..., a:a + H, b:b + W], tmp)
             dvp[..., a:a + H, b:b + W].addcmul_(attn[:, :, i, None], gout)
         del vp
         # softmax backward: dL = A * (dA - sum(A * dA)), then the logit scale

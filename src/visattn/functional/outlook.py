@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .. import _validate
 from ..macs import counted
+from ._buffers import dot_into
 
 
 def outlook_grid(H: int, W: int, stride: int) -> tuple[int, int]:
@@ -226,8 +227,7 @@ def _relative_backward(attn, vc, gout, ks, p, s):
     tmp = vp.new_empty(B, nh, hd, H, W)
     for d in range(D * D):
         di, dj = divmod(d, D)
-        torch.mul(gout, vp[..., di:di + H, dj:dj + W], out=tmp)
-        torch.sum(tmp, 2, out=gweights[:, :, d])
+        dot_into(gweights[:, :, d], gout, vp[..., di:di + H, dj:dj + W], tmp)
         gvp[..., di:di + H, dj:dj + W].addcmul_(weights[:, :, d, None], gout)
     del weights, vp, tmp
     gattn = gweights.new_zeros(attn.shape)  # (B, nh, k*k, k*k, H, W): a gather of the weight-map gradients
@@ -247,7 +247,6 @@ def _strided_backward(attn, vc, gout, ks, p, s):
     for m, (ys, xs) in enumerate(boxes):
         gm = gcanvas[..., ys, xs]  # (B, nh, hd, h, w)
         for n, (vy, vx) in enumerate(boxes):
-            torch.mul(gm, vp[..., vy, vx], out=tmp)
-            torch.sum(tmp, 2, out=gattn[:, :, m, n])
+            dot_into(gattn[:, :, m, n], gm, vp[..., vy, vx], tmp)
             gvp[..., vy, vx].addcmul_(attn[:, :, m, n, None], gm)
     return gattn, F.pad(gvp, (-pl, -pr, -pt, -pb))
