@@ -52,6 +52,9 @@ BLOCKS: dict[str, BlockSpec] = {
     for spec in (
         BlockSpec("hilo", lambda d, h, impl: HiLoAttention(d, h, window_size=2, alpha=0.5, impl=impl),
                   lambda h: f"window 2, {int(h * 0.5)} of {h} heads Lo-Fi"),
+        BlockSpec("hilo_lit", lambda d, h, impl: HiLoAttention(d, h, qkv_bias=True, window_size=2, alpha=0.9,
+                                                                impl=impl),
+                  lambda h: f"LITv2 stage 3: window 2, alpha 0.9 ({int(h * 0.9)} of {h} heads Lo-Fi)"),
         BlockSpec("dilated",
                   lambda d, h, impl: MultiScaleDilatedAttention(d, h, kernel_size=3, dilation=_dilations(h), impl=impl),
                   lambda h: f"kernel 3, dilations {list(_dilations(h))}"),

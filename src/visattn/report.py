@@ -63,7 +63,8 @@ def write_json(rows: list[dict], meta: dict, path: Path) -> None:
 
 
 def write_plot(rows: list[dict], path: Path) -> bool:
-    """Latency and peak memory against resolution, one line per block and path. False without matplotlib."""
+    """Latency and peak memory against resolution: columns fwd / fwd+bwd, colour per block, solid fast and dashed
+    reference, one marker per batch size. Returns False without matplotlib."""
     try:
         import matplotlib
 
@@ -71,27 +72,39 @@ def write_plot(rows: list[dict], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    blocks = [r for r in rows if r["kind"] == "block"]
+    if not blocks:
+        return False
+    modes = sorted({r["mode"] for r in blocks}, key=["fwd", "fwdbwd"].index)
+    names = sorted({r["name"] for r in blocks})
+    batches = sorted({r["batch"] for r in blocks})
+    colours = {n: f"C{i}" for i, n in enumerate(names)}
+    markers = dict(zip(batches, "osD^v", strict=False))
+    fig, axes = plt.subplots(2, len(modes), figsize=(5.5 * len(modes), 8), squeeze=False)
     series = {}
-    for r in rows:
-        if r["kind"] != "block":
-            continue
-        key = (r["name"], r["impl"], r["batch"], r["mode"])
-        series.setdefault(key, []).append((r["size"][0] * r["size"][1], r["latency_ms"], r["peak_mib"]))
+    for r in blocks:
+        series.setdefault((r["name"], r["impl"], r["batch"], r["mode"]), []).append(
+            (r["size"][0] * r["size"][1], r["latency_ms"], r["peak_mib"]))
     for (name, impl, batch, mode), pts in sorted(series.items()):
         pts.sort()
-        label = f"{name} {impl} B{batch} {mode}"
-        style = "-o" if impl == "fast" else "--x"
-        axes[0].plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, markersize=4)
-        axes[1].plot([p[0] for p in pts], [p[2] for p in pts], style, label=label, markersize=4)
-    for ax, ylabel in zip(axes, ("latency (ms)", "peak memory (MiB)"), strict=True):
-        ax.set_xlabel("tokens H*W")
-        ax.set_ylabel(ylabel)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+        col = modes.index(mode)
+        style = dict(color=colours[name], marker=markers.get(batch, "o"), markersize=4,
+                     linestyle="-" if impl == "fast" else "--", label=f"{name} {impl} B{batch}")
+        axes[0][col].plot([p[0] for p in pts], [p[1] for p in pts], **style)
+        axes[1][col].plot([p[0] for p in pts], [p[2] for p in pts], **style)
+    for col, mode in enumerate(modes):
+        for row, ylabel in enumerate(("latency (ms)", "peak memory (MiB)")):
+            ax = axes[row][col]
+            ax.set_title(f"{'forward' if mode == 'fwd' else 'forward + backward'}: {ylabel.split(' (')[0]}")
+            ax.set_xlabel("tokens H*W")
+            ax.set_ylabel(ylabel)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7, frameon=False)
+    fig.suptitle("visattn blocks: fast (solid) vs reference (dashed)")
+    fig.tight_layout(rect=(0, 0.04 + 0.018 * (len(labels) // 4), 1, 0.97))
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
