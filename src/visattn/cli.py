@@ -2,7 +2,9 @@
 
 ``visattn`` (or ``visattn blocks``) prints every block's parameters, MACs and forward latency at a default size;
 ``visattn bench`` runs the benchmark sweep (fast path beside reference path; table, CSV, JSON, PNG);
-``visattn models`` prints the backbone table: parameters and MACs counted here beside the papers' figures.
+``visattn models`` prints the backbone table: parameters and MACs counted here beside the papers' figures;
+``visattn train`` / ``eval`` / ``export`` train a backbone (``torchrun -m visattn train`` for several processes),
+score a checkpoint, and export to ONNX.
 """
 
 from __future__ import annotations
@@ -193,6 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     models.add_argument("--resolution", type=int, default=224, help="square input size (default 224)")
     models.add_argument("--no-extra", action="store_true", help="skip the fine-tuned high-resolution rows")
     models.set_defaults(func=cmd_models)
+    from . import evaluate, export, train
+
+    for name, module, text in (("train", train, "train a backbone (torchrun for several processes)"),
+                               ("eval", evaluate, "top-1 of a checkpoint"),
+                               ("export", export, "ONNX export with dynamic batch/size, checked by onnxruntime")):
+        command = sub.add_parser(name, help=text, description=module.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(command)
+        command.set_defaults(func=module.run)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["blocks", *argv]
     args = parser.parse_args(argv)

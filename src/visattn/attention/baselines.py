@@ -41,7 +41,8 @@ class WindowAttention(nn.Module):
         B, H, W, C = x.shape
         ws = self.window_size
         pad_h, pad_w = (-H) % ws, (-W) % ws
-        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w else x  # (B, Hp, Wp, C)
+        traced = torch.compiler.is_compiling()  # traced: no branch on H % ws
+        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w or traced else x  # (B, Hp, Wp, C)
         Hp, Wp = H + pad_h, W + pad_w
         qkv = self.qkv(xp).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
         # qkv: (3, B, nh, Hp, Wp, hd)

@@ -64,7 +64,9 @@ class HiLoAttention(nn.Module):
         ws, hd = self.ws, self.head_dim
         dropout_p = self.attn_drop if self.training else 0.0
         pad_h, pad_w = (-H) % ws, (-W) % ws
-        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w else x  # (B, Hp, Wp, C)
+        # traced (compile / export): pad unconditionally, so the graph does not specialise on H % ws
+        traced = torch.compiler.is_compiling()
+        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w or traced else x  # (B, Hp, Wp, C)
         Hp, Wp = H + pad_h, W + pad_w
         fused = None
         if self.impl == "fast" and self.h_heads and self.l_heads:

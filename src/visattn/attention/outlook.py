@@ -81,6 +81,7 @@ class OutlookAttention(nn.Module):
         centre = tokens
         if s > 1:
             centre = F.avg_pool2d(x.permute(0, 3, 1, 2), s, s, ceil_mode=True).permute(0, 2, 3, 1)  # (B, h, w, C)
+            h, w = centre.shape[1:3]  # the pool's own (symbolic) size: no guard when traced
             centre = centre.reshape(B, h * w, C)
         logits = linear_to_channels_first(self.attn.weight, self.attn.bias, centre).view(B, nh, k2, k2, h, w)
         scale = self.scale

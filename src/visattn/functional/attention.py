@@ -78,7 +78,7 @@ def window_attention(q, k, v, window_size: int, scale: float | None = None, drop
     if q.dim() != 5:
         raise ValueError(f"window_attention expects (B, nh, H, W, hd) maps, got shape {tuple(q.shape)}")
     H, W = q.shape[2], q.shape[3]
-    if H % ws or W % ws:
+    if not torch.compiler.is_compiling() and (H % ws or W % ws):
         raise ValueError(
             f"window_attention needs H and W divisible by window_size={ws}, got {H}x{W}; zero-pad the input "
             f"of the block to {-(-H // ws) * ws}x{-(-W // ws) * ws} first"

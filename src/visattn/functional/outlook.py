@@ -54,7 +54,7 @@ def outlook_aggregate(attn, v, kernel_size: int = 3, padding: int = 1, stride: i
     _validate.impl(impl)
     _check_shapes(attn, v, ks, s)
     B, nh, H, W, hd = v.shape
-    h, w = outlook_grid(H, W, s)
+    h, w = attn.shape[2:4]
     fn = _reference if impl == "reference" else _fast
     return counted("outlook_aggregate", B * nh * h * w * ks ** 4 * hd, fn, attn, v, ks, p, s)
 
@@ -86,6 +86,8 @@ def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride:
 
 
 def _check_shapes(attn, v, ks, s):
+    if torch.compiler.is_compiling():  # shape checks would become guards on symbolic sizes
+        return
     if v.dim() != 5 or attn.dim() != 6:
         raise ValueError(f"expected attn (B, nh, h, w, k*k, k*k) and v (B, nh, H, W, hd), got "
                          f"{tuple(attn.shape)} and {tuple(v.shape)}")
@@ -164,27 +166,28 @@ def _relative_forward(weights, vc, ks):
 
 
 def _strided_views(vc, ks, p, s, h, w):
-    H, W = vc.shape[-2:]
-    pt, pb, pl, pr = _extent_pads(H, W, h, w, ks, p, s)
-    vp = F.pad(vc, (pl, pr, pt, pb))  # (B, nh, hd, Hc, Wc)
+    """v padded by p at the top/left and a fixed k at the bottom/right (always enough, and independent of the
+    map's parity, so traced graphs do not specialise), with the strided window view boxes."""
+    vp = F.pad(vc, (p, ks, p, ks))  # (B, nh, hd, H+p+k, W+p+k)
     he, we = (h - 1) * s + 1, (w - 1) * s + 1
     boxes = [(slice(i, i + he, s), slice(j, j + we, s)) for i in range(ks) for j in range(ks)]
-    return vp, boxes, (pt, pb, pl, pr)
+    return vp, boxes
 
 
 def _strided_forward(ac, vc, ks, p, s):
     """Stride > 1: window position m accumulates sum_n attn[m, n] * v (strided views) onto its strided place."""
     B, nh, hd = vc.shape[:3]
     h, w = ac.shape[-2:]
-    vp, boxes, (pt, pb, pl, pr) = _strided_views(vc, ks, p, s, h, w)
-    canvas = torch.zeros_like(vp)  # (B, nh, hd, Hc, Wc)
+    H, W = vc.shape[-2:]
+    vp, boxes = _strided_views(vc, ks, p, s, h, w)
+    canvas = torch.zeros_like(vp)  # (B, nh, hd, H+p+k, W+p+k)
     acc = vp.new_empty(B, nh, hd, h, w)
     for m, (ys, xs) in enumerate(boxes):
         torch.mul(ac[:, :, m, 0, None], vp[..., boxes[0][0], boxes[0][1]], out=acc)
         for n in range(1, ks * ks):
             acc.addcmul_(ac[:, :, m, n, None], vp[..., boxes[n][0], boxes[n][1]])
         canvas[..., ys, xs] += acc
-    return F.pad(canvas, (-pl, -pr, -pt, -pb))  # (B, nh, hd, H, W)
+    return canvas[..., p:p + H, p:p + W]  # (B, nh, hd, H, W)
 
 
 class _Outlook(torch.autograd.Function):
@@ -239,8 +242,8 @@ def _relative_backward(attn, vc, gout, ks, p, s):
 def _strided_backward(attn, vc, gout, ks, p, s):
     B, nh, hd = vc.shape[:3]
     h, w = attn.shape[-2:]
-    vp, boxes, (pt, pb, pl, pr) = _strided_views(vc, ks, p, s, h, w)
-    gcanvas = F.pad(gout, (pl, pr, pt, pb))  # (B, nh, hd, Hc, Wc); outside the map: zero
+    vp, boxes = _strided_views(vc, ks, p, s, h, w)
+    gcanvas = F.pad(gout, (p, ks, p, ks))  # (B, nh, hd, H+p+k, W+p+k); outside the map: zero
     gattn = attn.new_empty(attn.shape)
     gvp = torch.zeros_like(vp)
     tmp = vp.new_empty(B, nh, hd, h, w)
@@ -249,4 +252,5 @@ def _strided_backward(attn, vc, gout, ks, p, s):
         for n, (vy, vx) in enumerate(boxes):
             dot_into(gattn[:, :, m, n], gm, vp[..., vy, vx], tmp)
             gvp[..., vy, vx].addcmul_(attn[:, :, m, n, None], gm)
-    return gattn, F.pad(gvp, (-pl, -pr, -pt, -pb))
+    H, W = vc.shape[-2:]
+    return gattn, gvp[..., p:p + H, p:p + W]

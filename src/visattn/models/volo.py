@@ -40,7 +40,7 @@ class PatchEmbed(nn.Module):
 
 def resize_pos_embed(pos: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(1, h, w, C) position embedding -> (1, H, W, C), bicubic (identity when the size already matches)."""
-    if tuple(pos.shape[1:3]) == tuple(size):
+    if tuple(pos.shape[1:3]) == tuple(size) and not torch.compiler.is_compiling():  # traced: always resize
         return pos
     resized = F.interpolate(pos.permute(0, 3, 1, 2), size=size, mode="bicubic", align_corners=False)
     return resized.permute(0, 2, 3, 1)

@@ -1,0 +1,124 @@
+"""Small, honest data sets for training and evaluation (no downloads).
+
+* :func:`digits` - scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), a fixed stratified
+  held-out split, upsampled to the model's input size and repeated to 3 channels.
+* :class:`ImageFolder` - ``root/{train,val}/<class>/*.jpg|png`` read with Pillow. Every file is checked when the
+  folder is scanned: unreadable or non-image files are skipped with a warning then, never mid-epoch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, TensorDataset
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(MEAN, dtype=x.dtype).view(-1, 1, 1)
+    std = torch.tensor(STD, dtype=x.dtype).view(-1, 1, 1)
+    return (x - mean) / std
+
+
+def digits(split: str, size: int = 32, holdout: float = 0.2) -> TensorDataset:
+    """The digits set as ``(B, 3, size, size)`` float images in [-2, 2] and integer labels.
+
+    The held-out split (``"test"``) takes ``holdout`` of every class, chosen once with a fixed generator, so every
+    run and every process sees the same split whatever the training seed.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:
+        raise ImportError("the default data set needs scikit-learn: pip install 'visattn[train]'") from err
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32) / 16.0  # (N, 8, 8) in [0, 1]
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    test = torch.zeros(len(labels), dtype=torch.bool)
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        test[idx[: round(holdout * len(idx))]] = True
+    keep = test if split == "test" else ~test
+    x = F.interpolate(images[keep, None], size=(size, size), mode="bilinear", align_corners=False)  # (N, 1, s, s)
+    x = _normalise(x.expand(-1, 3, -1, -1))  # (N, 3, s, s)
+    return TensorDataset(x.contiguous(), labels[keep])
+
+
+class ImageFolder(Dataset):
+    """Images under ``root/<class>/``; classes are the sorted sub-folder names.
+
+    Files that are not images (by suffix) or that Pillow cannot decode are skipped with a warning at scan time.
+    An empty class folder or a missing root raises ``ValueError`` / ``FileNotFoundError`` straight away.
+    """
+
+    def __init__(self, root, size: int = 224, classes: list[str] | None = None):
+        try:
+            from PIL import Image
+        except ImportError as err:
+            raise ImportError("image folders need Pillow: pip install 'visattn[train]'") from err
+        self._image = Image
+        self.root, self.size = Path(root), size
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"no image folder at {self.root} (expected {self.root}/<class>/*.jpg|png)")
+        found = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        self.classes = list(classes) if classes is not None else found
+        if not self.classes:
+            raise ValueError(f"{self.root} has no class sub-folders; expected {self.root}/<class>/*.jpg|png")
+        self.samples: list[tuple[Path, int]] = []
+        skipped = []
+        for label, name in enumerate(self.classes):
+            folder = self.root / name
+            files = sorted(folder.iterdir()) if folder.is_dir() else []
+            good = []
+            for f in files:
+                if not f.is_file():
+                    continue
+                if f.suffix.lower() not in IMAGE_SUFFIXES or not self._readable(f):
+                    skipped.append(f)
+                    continue
+                good.append((f, label))
+            if not good:
+                raise ValueError(f"class folder {folder} has no readable images; remove it or add images")
+            self.samples += good
+        if skipped:
+            shown = ", ".join(str(s) for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+            warnings.warn(f"skipped {len(skipped)} unreadable or non-image files under {self.root}: {shown}",
+                          stacklevel=2)
+
+    def _readable(self, path: Path) -> bool:
+        try:
+            with self._image.open(path) as img:
+                img.verify()
+            return True
+        except Exception:  # noqa: BLE001  (any decoding failure means: skip the file)
+            return False
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        with self._image.open(path) as img:
+            img = img.convert("RGB").resize((self.size, self.size), self._image.BILINEAR)
+            x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        x = x.view(self.size, self.size, 3).permute(2, 0, 1).float() / 255.0  # (3, size, size)
+        return _normalise(x), label
+
+
+def build(data: str | None, split: str, size: int, classes: list[str] | None = None) -> Dataset:
+    """The default digits set (``data=None``) or ``data/<split>`` as an image folder (``split``: train / val)."""
+    if data is None:
+        return digits("train" if split == "train" else "test", size)
+    return ImageFolder(Path(data) / split, size, classes)
+
+
+def num_classes(ds: Dataset) -> int:
+    return len(ds.classes) if isinstance(ds, ImageFolder) else int(ds.tensors[1].max()) + 1
