@@ -46,8 +46,10 @@ def example_input(layout: str, size: tuple[int, int], batch: int = 2, channels: 
     return torch.randn(batch, H, W, channels) if layout == "BHWC" else torch.randn(batch, 3, H, W)
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path, layout: str, opset: int = 18) -> Path:
-    """Export with dynamic batch and spatial dimensions; returns the path."""
+def export_onnx(module: nn.Module, example: torch.Tensor, path, layout: str, opset: int = 18,
+                optimize: bool = False) -> Path:
+    """Export with dynamic batch and spatial dimensions; returns the path. ``optimize`` runs onnxscript's graph
+    optimiser (smaller files; slow on the large graphs the unrolled kernels make)."""
     from torch.export import Dim
 
     path = Path(path)
@@ -56,7 +58,8 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path, layout: str, ops
     dynamic = {0: Dim.AUTO, spatial[0]: Dim.AUTO, spatial[1]: Dim.AUTO}
     with torch.no_grad():
         program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=({**dynamic},),
-                                    input_names=["input"], output_names=["output"], opset_version=opset)
+                                    input_names=["input"], output_names=["output"], opset_version=opset,
+                                    optimize=optimize)
     program.save(str(path))
     return path
 
@@ -91,7 +94,7 @@ def run(args, parser) -> int:
                                       args.checkpoint)
         channels = args.dim
         example = example_input(layout, args.size, args.batch, channels)
-        path = export_onnx(module, example, args.output, layout, args.opset)
+        path = export_onnx(module, example, args.output, layout, args.opset, args.optimize)
         print(f"exported {args.block or args.model} ({layout}, dynamic batch/height/width) to {path}")
         if args.no_verify:
             return 0
@@ -127,4 +130,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--verify", help="sizes to check with onnxruntime, e.g. 40x48,72x56 (default: three)")
     parser.add_argument("--no-verify", action="store_true")
+    parser.add_argument("--optimize", action="store_true", help="run the ONNX graph optimiser (slow)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max relative error (default 1e-4)")
