@@ -99,8 +99,38 @@ class CloAttention(nn.Module):
         out = attention(q, kv[0], kv[1], self.scale, dropout_p, self.impl)  # (B, gh, N, hd)
         return out.transpose(1, 2).reshape(B, H, W, gh * hd)  # (B, H, W, gh*hd)
 
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The official module's formulation: NCHW convolutions, reshape/transpose copies, an explicit attention
+        matrix with a softmax over its trailing axis."""
+        xc = x.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W), as the official module receives it
+        B, C, H, W = xc.shape
+        hd, res = self.head_dim, []
+        for i in range(len(self.qkvs)):
+            qkv = self.convs[i](self.qkvs[i](xc))  # (B, 3*g*hd, H, W)
+            q, k, v = qkv.reshape(B, 3, -1, H, W).transpose(0, 1).contiguous()  # 3 x (B, g*hd, H, W)
+            gate = torch.tanh(self.act_blocks[i].act_block(q * k) * self.scale)
+            if self.training and self.attn_drop > 0:
+                gate = F.dropout(gate, self.attn_drop)
+            res.append(gate * v)
+        if self.global_heads:
+            q = self.global_q(xc).reshape(B, -1, hd, H * W).transpose(-1, -2).contiguous()  # (B, gh, N, hd)
+            pooled = xc
+            if self.window_size > 1:
+                kernel = (min(self.window_size, H), min(self.window_size, W))
+                pooled = F.avg_pool2d(xc, kernel, kernel)  # (B, C, H', W')
+            M = pooled.shape[2] * pooled.shape[3]
+            kv = self.global_kv(pooled).view(B, 2, -1, hd, M).permute(1, 0, 2, 4, 3).contiguous()  # (2, B, gh, M, hd)
+            attn = (self.scale * q @ kv[0].transpose(-1, -2)).softmax(dim=-1)  # (B, gh, N, M)
+            if self.training and self.attn_drop > 0:
+                attn = F.dropout(attn, self.attn_drop)
+            res.append((attn @ kv[1]).transpose(2, 3).reshape(B, -1, H, W).contiguous())  # (B, gh*hd, H, W)
+        out = self.proj(torch.cat(res, dim=1))  # (B, C, H, W)
+        return self.proj_drop(out.permute(0, 2, 3, 1))  # (B, H, W, C)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _validate.channels_last_map(x, self.dim, type(self).__name__)
+        if self.impl == "reference":
+            return self._forward_reference(x)
         outs = [self._local(x, i) for i in range(len(self.qkvs))]
         if self.global_heads:
             outs.append(self._global(x))
