@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import _validate
 from ..functional import attention, window_attention
+from ._common import setup_heads
 
 
 class WindowAttention(nn.Module):
@@ -26,15 +27,10 @@ class WindowAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, window_size: int = 7, qkv_bias: bool = True,
                  qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0, impl: str = "fast"):
         super().__init__()
-        self.head_dim = _validate.heads(dim, num_heads)
+        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl)
         self.window_size = _validate.positive_int("window_size", window_size)
-        self.dim, self.num_heads = dim, num_heads
-        self.scale = qk_scale if qk_scale is not None else self.head_dim ** -0.5
-        self.attn_drop = _validate.probability("attn_drop", attn_drop)
-        self.impl = _validate.impl(impl)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(_validate.probability("proj_drop", proj_drop))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _validate.channels_last_map(x, self.dim, type(self).__name__)
@@ -62,19 +58,14 @@ class SpatialReductionAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, sr_ratio: int = 2, qkv_bias: bool = True,
                  qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0, impl: str = "fast"):
         super().__init__()
-        self.head_dim = _validate.heads(dim, num_heads)
+        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl)
         self.sr_ratio = _validate.positive_int("sr_ratio", sr_ratio)
-        self.dim, self.num_heads = dim, num_heads
-        self.scale = qk_scale if qk_scale is not None else self.head_dim ** -0.5
-        self.attn_drop = _validate.probability("attn_drop", attn_drop)
-        self.impl = _validate.impl(impl)
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         if self.sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, self.sr_ratio, self.sr_ratio)
             self.norm = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(_validate.probability("proj_drop", proj_drop))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _validate.channels_last_map(x, self.dim, type(self).__name__)

@@ -7,6 +7,7 @@ from torch import nn
 
 from .. import _validate
 from ..functional import attention
+from ._common import setup_heads
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -20,14 +21,9 @@ class MultiHeadSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, qk_scale: float | None = None,
                  attn_drop: float = 0.0, proj_drop: float = 0.0, impl: str = "fast"):
         super().__init__()
-        self.head_dim = _validate.heads(dim, num_heads)
-        self.dim, self.num_heads = dim, num_heads
-        self.scale = qk_scale if qk_scale is not None else self.head_dim ** -0.5
-        self.attn_drop = _validate.probability("attn_drop", attn_drop)
-        self.impl = _validate.impl(impl)
+        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(_validate.probability("proj_drop", proj_drop))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _validate.channels_last_map(x, self.dim, type(self).__name__)
@@ -52,15 +48,10 @@ class ClassAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, qk_scale: float | None = None,
                  attn_drop: float = 0.0, proj_drop: float = 0.0, impl: str = "fast"):
         super().__init__()
-        self.head_dim = _validate.heads(dim, num_heads)
-        self.dim, self.num_heads = dim, num_heads
-        self.scale = qk_scale if qk_scale is not None else self.head_dim ** -0.5
-        self.attn_drop = _validate.probability("attn_drop", attn_drop)
-        self.impl = _validate.impl(impl)
+        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(_validate.probability("proj_drop", proj_drop))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
