@@ -178,3 +178,51 @@ def test_eval_reports_the_training_accuracy(tmp_path):
     r = cli("eval", "--checkpoint", str(run / "checkpoint.pt"))
     assert r.returncode == 0, r.stderr
     assert f"top-1 {logged:.4f}" in r.stdout
+
+
+def test_model_ema_follows_the_recurrence():
+    from visattn.train import ModelEMA
+
+    model = torch.nn.Linear(3, 2)
+    ema = ModelEMA(model, decay=0.9)
+    start = [p.detach().clone() for p in ema.module.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)
+    for e, s, p in zip(ema.module.parameters(), start, model.parameters(), strict=True):
+        torch.testing.assert_close(e, 0.9 * s + 0.1 * p.detach())
+
+
+def test_bf16_autocast_and_ema_training_and_eval_of_the_ema_weights(tmp_path):
+    run = tmp_path / "run"
+    r = cli("train", *TINY, "--epochs", "1", "--batch-size", "64", "--amp", "bf16", "--ema", "0.9", "--quiet",
+            "--output", str(run))
+    assert r.returncode == 0, r.stderr
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["ema"] is not None
+    assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"] if "weight" in k)
+    logged = jsonl(run / "metrics.jsonl")[-1]["val_top1"]  # scored with the EMA weights
+    r = cli("eval", "--checkpoint", str(run / "checkpoint.pt"), "--ema")
+    assert r.returncode == 0 and f"top-1 {logged:.4f}" in r.stdout
+
+
+def test_eval_and_export_of_an_official_checkpoint(tmp_path):
+    from visattn.evaluate import load_for_eval
+    from visattn.export import build_target
+
+    golden = torch.load(Path(__file__).parent / "fixtures" / "goldens" / "backbone_litv2_cls__e16_d1111__64x64.pt",
+                        weights_only=False)
+    torch.save({"model": golden["state_dict"]}, tmp_path / "official.pth")
+    overrides = {k: v for k, v in golden["kwargs"].items() if k != "img_size"}
+    model, _ = load_for_eval(tmp_path / "official.pth", "litv2_s", overrides)
+    exported, layout = build_target(model="litv2_s", overrides=overrides, checkpoint=tmp_path / "official.pth")
+    with torch.no_grad():
+        torch.testing.assert_close(model(golden["input"]), golden["output"], rtol=1e-5, atol=2e-5)
+        torch.testing.assert_close(exported(golden["input"]), golden["output"], rtol=1e-5, atol=2e-5)
+    assert layout == "BCHW"
+    r = cli("eval", "--checkpoint", str(tmp_path / "official.pth"), "--model", "litv2_s", "--set", "embed_dim=16",
+            "--set", "depths=(1,1,1,1)", "--set", "num_heads=(1,2,4,8)", "--set", "num_classes=10", "--size", "64")
+    assert r.returncode == 0 and "top-1" in r.stdout, r.stderr
+    r = cli("eval", "--checkpoint", str(tmp_path / "official.pth"))
+    assert r.returncode == 2 and "name the architecture with --model" in r.stderr

@@ -26,6 +26,7 @@ from .attention import (
     SpatialReductionAttention,
     WindowAttention,
 )
+from .layers import DropPath
 from .macs import count_macs
 from .memory import peak_memory
 
@@ -138,7 +139,7 @@ def _make(case: Case):
     module.train(case.mode == "fwdbwd")
     if case.mode == "fwdbwd":
         for m in module.modules():  # keep dropout / drop path / BatchNorm deterministic and comparable
-            if isinstance(m, (nn.Dropout, nn.BatchNorm2d)) or type(m).__name__ == "DropPath":
+            if isinstance(m, (nn.Dropout, nn.BatchNorm2d, DropPath)):
                 m.eval()
     return module, x.to(device=device, dtype=dtype)
 
