@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from visattn import count_macs
-from visattn.bench import PAPER_BLOCKS, build_block
-from visattn.cli import main
+from visattn import create_block, list_blocks
+from visattn.app.cli import main
 
 
 def test_table_lists_every_block_with_its_counts(capsys):
     assert main(["--size", "12x9", "--repeat", "1", "--dim", "32"]) == 0
     out = capsys.readouterr().out
-    for name in PAPER_BLOCKS:
-        block = build_block(name, 32, 4)
+    for name in list_blocks(paper_only=True):
+        block = create_block(name, 32, 4)
         row = next(line for line in out.splitlines() if line.startswith(name + " "))
         params = f"{sum(p.numel() for p in block.parameters()):,}"
         gmacs = f"{count_macs(block, torch.randn(1, 12, 9, 32)).total / 1e9:.3f}"

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from visattn.bench import BLOCKS, build_block
+from visattn import create_block, list_blocks
 
 
 def check(name, train):
     torch._dynamo.reset()
-    block = build_block(name, 16, 4)
+    block = create_block(name, 16, 4)
     x = torch.randn(2, 9, 7, 16, requires_grad=train)
     compiled = torch.compile(block, fullgraph=True)
     with torch.set_grad_enabled(train):
@@ -25,6 +25,6 @@ def test_compile_dilated_inference():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("train", [False, True], ids=["fwd", "fwdbwd"])
-@pytest.mark.parametrize("name", sorted(BLOCKS))
+@pytest.mark.parametrize("name", list_blocks())
 def test_compile_every_block(name, train):
     check(name, train)

@@ -6,8 +6,8 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from visattn.bench import build_block  # noqa: E402
-from visattn.export import example_input, export_onnx, verify  # noqa: E402
+from visattn import create_block  # noqa: E402
+from visattn.app.export import example_input, export_onnx, verify  # noqa: E402
 from visattn.models import create_model  # noqa: E402
 
 FAMILIES = {
@@ -22,7 +22,7 @@ FAMILIES = {
 @pytest.mark.parametrize("name", ["hilo", "dilated", "outlook", "clo"])
 def test_block_onnx_parity_at_other_sizes(name, tmp_path):
     torch.manual_seed(0)
-    block = build_block(name, 16, 4).eval()
+    block = create_block(name, 16, 4).eval()
     path = export_onnx(block, example_input("BHWC", (12, 16), 2, 16), tmp_path / f"{name}.onnx", "BHWC")
     # odd, non-square, smaller and larger than the export size, other batch sizes
     inputs = [torch.randn(1, 13, 9, 16), torch.randn(3, 7, 22, 16), torch.randn(2, 24, 17, 16)]

@@ -32,16 +32,26 @@ def test_hilo_reproduces_official_formula(C, nh, ws, alpha, H, W, impl):
 
 
 def test_batch_scales_linearly_and_breakdown_adds_up():
-    block = HiLoAttention(64, 8, impl="reference")  # the fast path fuses projections: booked on the parent module
+    block = HiLoAttention(64, 8, impl="reference")
     one = count_macs(block, torch.randn(1, 8, 8, 64))
     block.impl = "fast"
     assert count_macs(block, torch.randn(1, 8, 8, 64)).total == one.total
     four = count_macs(block, torch.randn(4, 8, 8, 64))
     assert four.total == 4 * one.total
     assert sum(one.by_op.values()) == one.total == sum(one.by_module.values())
-    assert set(one.by_module) == {"h_qkv", "h_proj", "l_q", "l_kv", "l_proj", ""}
-    assert one.by_module["h_qkv"] == 64 * 64 * 3 * 32
+    # the fused [h_qkv | l_q] matmul and the attention products run in HiLo's own forward: booked on it ("")
+    assert set(one.by_module) == {"", "l_kv"}
+    assert one.by_module["l_kv"] == 4 * 4 * 64 * 2 * 32  # pooled 4x4 keys/values
     assert "total" in one.table()
+
+
+def test_breakdown_books_each_submodule():
+    block = HiLoAttention(64, 8, alpha=0.0)  # Hi-Fi only: projections run as modules
+    with torch.enable_grad():
+        report = count_macs(block, torch.randn(1, 8, 8, 64))
+    assert set(report.by_module) == {"", "h_qkv", "h_proj"}
+    assert report.by_module["h_qkv"] == 64 * 64 * 3 * 64
+    assert report.by_module["h_proj"] == 64 * 64 * 64
 
 
 @pytest.mark.parametrize("impl", ["fast", "reference"])
@@ -80,5 +90,5 @@ def test_count_restores_training_mode_and_leaves_no_state():
     count_macs(block, torch.randn(1, 4, 4, 16))
     assert block.training
     assert not block._forward_hooks and not block._forward_pre_hooks
-    from visattn import macs
-    assert macs._ACTIVE == []
+    from visattn.functional import _counting
+    assert _counting._ACTIVE.get() is None

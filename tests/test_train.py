@@ -14,8 +14,9 @@ import torch
 
 pytest.importorskip("sklearn")
 
-from visattn.data import ImageFolder, digits  # noqa: E402
-from visattn.train import TrainConfig, atomic_save, train  # noqa: E402
+from visattn.app.data import ImageFolder, digits  # noqa: E402
+from visattn.app.train import TrainConfig, train  # noqa: E402
+from visattn.checkpoint import load_file, save_checkpoint  # noqa: E402
 
 TINY = ["--model", "litv2_s", "--set", "embed_dim=8", "--set", "depths=(1,1,1,1)", "--set", "num_heads=(1,1,2,4)",
         "--set", "drop_path_rate=0.1"]
@@ -27,7 +28,7 @@ def cli(*args, timeout=300, env=None):
 
 
 def weights(path):
-    return torch.load(Path(path) / "checkpoint.pt", weights_only=True)["model"]
+    return load_file(Path(path) / "checkpoint.pt")["model"]
 
 
 def jsonl(path):
@@ -59,7 +60,7 @@ def test_train_resume_after_sigkill_is_bit_identical(tmp_path):
     time.sleep(0.3)  # into the second epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    torch.load(ckpt, weights_only=True)  # whole: written by rename
+    load_file(ckpt)  # whole: written by rename, and its digest matches
     resumed = cli("train", *common, "--output", str(run), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert same_weights(weights(tmp_path / "full"), weights(run))
@@ -71,15 +72,15 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_is_bit_identical(tmp_path):
     assert full.returncode == 0, full.stderr
     run = tmp_path / "term"
     proc = subprocess.Popen([sys.executable, "-m", "visattn", "train", *common, "--output", str(run)],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run / "steps.jsonl").exists() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and "SIGTERM: checkpoint saved" in out
-    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "SIGTERM: checkpoint saved" in err
+    state = load_file(run / "checkpoint.pt")
     assert state["step_in_epoch"] > 0 or state["epoch"] > 0
     resumed = cli("train", *common, "--output", str(run), "--resume")
     assert resumed.returncode == 0, resumed.stderr
@@ -88,17 +89,20 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_is_bit_identical(tmp_path):
 
 def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
-    atomic_save({"x": torch.ones(3)}, path)
+    save_checkpoint({"x": torch.ones(3)}, path)
+    real_save = torch.save
 
     def broken_save(obj, f):
+        if hasattr(f, "getbuffer"):  # the payload in memory
+            return real_save(obj, f)
         f.write(b"partial bytes")
         raise KeyboardInterrupt("interrupted midway")
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(KeyboardInterrupt):
-        atomic_save({"x": torch.zeros(3)}, path)
+        save_checkpoint({"x": torch.zeros(3)}, path)
     monkeypatch.undo()
-    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(3))
+    assert torch.equal(load_file(path)["x"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
@@ -181,7 +185,7 @@ def test_eval_reports_the_training_accuracy(tmp_path):
 
 
 def test_model_ema_follows_the_recurrence():
-    from visattn.train import ModelEMA
+    from visattn.app.train.optim import ModelEMA
 
     model = torch.nn.Linear(3, 2)
     ema = ModelEMA(model, decay=0.9)
@@ -199,7 +203,7 @@ def test_bf16_autocast_and_ema_training_and_eval_of_the_ema_weights(tmp_path):
     r = cli("train", *TINY, "--epochs", "1", "--batch-size", "64", "--amp", "bf16", "--ema", "0.9", "--quiet",
             "--output", str(run))
     assert r.returncode == 0, r.stderr
-    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state = load_file(run / "checkpoint.pt")
     assert state["ema"] is not None
     assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"] if "weight" in k)
     logged = jsonl(run / "metrics.jsonl")[-1]["val_top1"]  # scored with the EMA weights
@@ -208,15 +212,16 @@ def test_bf16_autocast_and_ema_training_and_eval_of_the_ema_weights(tmp_path):
 
 
 def test_eval_and_export_of_an_official_checkpoint(tmp_path):
-    from visattn.evaluate import load_for_eval
-    from visattn.export import build_target
+    from visattn.app.weights import load_model
+    from visattn.app.export import build_target
 
     golden = torch.load(Path(__file__).parent / "fixtures" / "goldens" / "backbone_litv2_cls__e16_d1111__64x64.pt",
                         weights_only=False)
     torch.save({"model": golden["state_dict"]}, tmp_path / "official.pth")
     overrides = {k: v for k, v in golden["kwargs"].items() if k != "img_size"}
-    model, _ = load_for_eval(tmp_path / "official.pth", "litv2_s", overrides)
-    exported, layout = build_target(model="litv2_s", overrides=overrides, checkpoint=tmp_path / "official.pth")
+    model = load_model(tmp_path / "official.pth", "litv2_s", overrides).model
+    exported, layout, name = build_target(model="litv2_s", overrides=overrides, checkpoint=tmp_path / "official.pth")
+    assert name == "litv2_s"
     with torch.no_grad():
         torch.testing.assert_close(model(golden["input"]), golden["output"], rtol=1e-5, atol=2e-5)
         torch.testing.assert_close(exported(golden["input"]), golden["output"], rtol=1e-5, atol=2e-5)
@@ -225,4 +230,4 @@ def test_eval_and_export_of_an_official_checkpoint(tmp_path):
             "--set", "depths=(1,1,1,1)", "--set", "num_heads=(1,2,4,8)", "--set", "num_classes=10", "--size", "64")
     assert r.returncode == 0 and "top-1" in r.stdout, r.stderr
     r = cli("eval", "--checkpoint", str(tmp_path / "official.pth"))
-    assert r.returncode == 2 and "name the architecture with --model" in r.stderr
+    assert r.returncode == 2 and "name its architecture with --model" in r.stderr

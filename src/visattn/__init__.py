@@ -5,6 +5,7 @@ Every block maps a channels-last map ``(B, H, W, C)`` to the same shape, for any
 """
 
 from . import functional
+from ._version import __version__
 from .attention import (
     CloAttention,
     HiLoAttention,
@@ -13,18 +14,20 @@ from .attention import (
     OutlookAttention,
     SpatialReductionAttention,
     WindowAttention,
+    create_block,
+    list_blocks,
+    register_block,
 )
 from .checkpoint import load_official
 from .layers import ChannelsFirst, DeformConv2d, TokenSequence, deform_conv2d
 from .macs import MacReport, count_macs
-from .models import create_model, list_models
-
-__version__ = "0.1.0"
+from .models import FeatureExtractor, create_model, list_models, register_model
 
 __all__ = [
     "ChannelsFirst",
     "CloAttention",
     "DeformConv2d",
+    "FeatureExtractor",
     "HiLoAttention",
     "MacReport",
     "MultiHeadSelfAttention",
@@ -33,10 +36,15 @@ __all__ = [
     "SpatialReductionAttention",
     "TokenSequence",
     "WindowAttention",
+    "__version__",
     "count_macs",
+    "create_block",
     "create_model",
     "deform_conv2d",
     "functional",
+    "list_blocks",
     "list_models",
     "load_official",
+    "register_block",
+    "register_model",
 ]

@@ -6,6 +6,7 @@ mistake surfaces at the call site instead of as a reshape error deep inside a ke
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -49,8 +50,20 @@ def int_list(name: str, value, *, minimum: int = 1, odd: bool = False) -> tuple[
 def probability(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__}")
-    if not 0.0 <= value < 1.0:
+    if not 0.0 <= value < 1.0:  # also rejects NaN
         raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return float(value)
+
+
+def qk_scale(value) -> float | None:
+    """``None`` (use ``hd ** -0.5``) or a finite positive number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"qk_scale must be a positive number or None (hd ** -0.5), got {type(value).__name__} "
+                        f"({value!r})")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"qk_scale must be a finite number > 0 or None (hd ** -0.5), got {value!r}")
     return float(value)
 
 

@@ -1,6 +1,7 @@
 """Loading official checkpoints safely: unwrap, remap, resize, drop a mismatched head.
 
-Files are read with ``torch.load(..., weights_only=True)``: tensors and plain containers only. The official
+Training checkpoints are written by :func:`save_checkpoint` (atomic, sealed with a SHA-256). Files are read with
+``torch.load(..., weights_only=True)``: tensors and plain containers only. The official
 training scripts also pickle their run configuration (``argparse.Namespace`` in VOLO's timm-style files, a yacs
 ``CfgNode`` in LITv2's Swin-style files); those two are admitted as inert data (a namespace, a dict) so that the
 files load, and anything else that would need code to run is refused with the list of offending objects.
@@ -10,7 +11,10 @@ files load, and anything else that would need code to run is refused with the li
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,26 +64,86 @@ def read_safetensors(path) -> dict[str, torch.Tensor]:
     return out
 
 
+_SEAL = "visattn_sealed_checkpoint"
+
+
+def save_checkpoint(obj, path) -> None:
+    """Write ``obj`` atomically and sealed: the ``torch.save`` bytes go into a container with their SHA-256, in a
+    temporary file beside ``path`` that is fsynced and renamed over it. A reader sees the old file or the new one,
+    never a torn one, and :func:`load_file` detects any byte changed later."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getbuffer()
+    sealed = {_SEAL: 1, "sha256": hashlib.sha256(data).hexdigest(),
+              "payload": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(sealed, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _unseal(obj, path: Path):
+    if not (isinstance(obj, dict) and obj.get(_SEAL) == 1):
+        return obj
+    payload = obj.get("payload")
+    if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8:
+        raise ValueError(f"{path} is a damaged visattn checkpoint: its payload is missing")
+    data = payload.numpy().tobytes()
+    if hashlib.sha256(data).hexdigest() != obj.get("sha256"):
+        raise ValueError(f"{path} is corrupted: its contents do not match the SHA-256 recorded when it was written "
+                         f"(the file was changed or damaged on disk); it is left in place, restore it from a copy "
+                         f"or start without it")
+    with torch.serialization.safe_globals(_METADATA_GLOBALS):
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
 def load_file(path) -> dict:
-    """Read a checkpoint file without executing code from it."""
+    """Read a checkpoint file without executing code from it (a sealed one is checked against its digest).
+
+    Any file that cannot be read as a checkpoint (empty, truncated, corrupted, not a checkpoint at all) raises one
+    ``ValueError`` naming the file and the problem; a file whose pickle needs code raises ``ValueError`` too.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not a checkpoint")
     if path.suffix == ".safetensors":
-        return read_safetensors(path)
+        try:
+            return read_safetensors(path)
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
     try:
         with torch.serialization.safe_globals(_METADATA_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         try:
             offenders = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:  # noqa: BLE001  (not a zip checkpoint: report the loader's own message)
             offenders = []
+        if not offenders and "global" not in str(err).lower():
+            raise ValueError(f"{path} is not a readable checkpoint ({_first_line(err)})") from None
         raise ValueError(
-            f"{path} needs code execution to unpickle ({', '.join(offenders) or err}); visattn only loads weights. "
+            f"{path} needs code execution to unpickle ({', '.join(offenders) or _first_line(err)}); visattn only "
+            f"loads weights. "
             f"If you trust the file, load it yourself with torch.load(path, weights_only=False) and pass the "
             f"state dict to load_official."
         ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a readable checkpoint: it is truncated, corrupted or not a PyTorch "
+                         f"file ({type(err).__name__}: {_first_line(err)})") from None
+    return _unseal(obj, path)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:200]
 
 
 def unwrap(obj, use_ema: bool = False) -> dict[str, torch.Tensor]:
@@ -129,6 +193,8 @@ def load_official(model: nn.Module, source, strict: bool = True, use_ema: bool =
       has none (``num_classes=0``, ``features_only``);
     * with ``strict`` (default) any other missing or unexpected key, and any shape mismatch, raises ``ValueError``.
     """
+    if isinstance(getattr(model, "backbone", None), nn.Module) and hasattr(model, "feature_info"):
+        model = model.backbone  # a feature extractor: the weights are its backbone's
     obj = load_file(source) if isinstance(source, (str, Path)) else source
     sd = _strip_prefixes(unwrap(obj, use_ema))
     report = LoadReport()

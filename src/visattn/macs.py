@@ -24,29 +24,14 @@ padding. Results are exact integers for the given input; nothing is estimated.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .functional._counting import counting
+
 aten = torch.ops.aten
-
-# counters currently running (innermost last); kernels book into the innermost one via `counted`
-_ACTIVE: list[_Counter] = []
-
-
-def counted(name: str, macs: int, fn, *args):
-    """Run ``fn(*args)``; inside :func:`count_macs`, book ``macs`` under ``name`` instead of ``fn``'s ops."""
-    if not _ACTIVE:
-        return fn(*args)
-    counter = _ACTIVE[-1]
-    counter.book(name, macs)
-    counter.suppress += 1
-    try:
-        return fn(*args)
-    finally:
-        counter.suppress -= 1
 
 
 def _mm(args, out):
@@ -108,13 +93,6 @@ class MacReport:
 
     def __int__(self) -> int:
         return self.total
-
-    def module_totals(self, depth: int = 1) -> dict[str, int]:
-        """MACs summed over modules truncated to ``depth`` name components (``""`` is the root)."""
-        out: dict[str, int] = defaultdict(int)
-        for name, n in self.by_module.items():
-            out[".".join(name.split(".")[:depth]) if name else ""] += n
-        return dict(out)
 
     def table(self) -> str:
         width = max([len(k) for k in self.by_op] + [5])
@@ -179,12 +157,10 @@ def count_macs(module: torch.nn.Module, *inputs, **kwargs) -> MacReport:
         handles.append(sub.register_forward_hook(leave))
     was_training = module.training
     module.eval()
-    _ACTIVE.append(counter)
     try:
-        with torch.no_grad(), counter:
+        with torch.no_grad(), counting(counter), counter:
             module(*inputs, **kwargs)
     finally:
-        _ACTIVE.pop()
         module.train(was_training)
         for h in handles:
             h.remove()

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
+from .._modes import is_tracing
 from ..functional import attention, window_attention
-from ._common import setup_heads
+from ._common import dropout_p, setup_heads
 
 
 class WindowAttention(nn.Module):
@@ -37,13 +38,12 @@ class WindowAttention(nn.Module):
         B, H, W, C = x.shape
         ws = self.window_size
         pad_h, pad_w = (-H) % ws, (-W) % ws
-        traced = torch.compiler.is_compiling()  # traced: no branch on H % ws
-        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w or traced else x  # (B, Hp, Wp, C)
+        # traced: pad unconditionally, no branch on H % ws
+        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w or is_tracing() else x  # (B, Hp, Wp, C)
         Hp, Wp = H + pad_h, W + pad_w
         qkv = self.qkv(xp).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
         # qkv: (3, B, nh, Hp, Wp, hd)
-        dropout_p = self.attn_drop if self.training else 0.0
-        out = window_attention(qkv[0], qkv[1], qkv[2], ws, self.scale, dropout_p, self.impl)  # (B, nh, Hp, Wp, hd)
+        out = window_attention(qkv[0], qkv[1], qkv[2], ws, self.scale, dropout_p(self), self.impl)  # (B, nh, Hp, Wp, hd)
         out = out[:, :, :H, :W].permute(0, 2, 3, 1, 4).reshape(B, H, W, C)  # (B, H, W, C)
         return self.proj_drop(self.proj(out))
 
@@ -82,6 +82,5 @@ class SpatialReductionAttention(nn.Module):
                 reduced = self.sr(x.permute(0, 3, 1, 2))  # (B, C, H/r, W/r)
             src = self.norm(reduced.permute(0, 2, 3, 1))  # (B, H/r, W/r, C)
         kv = self.kv(src).reshape(B, -1, 2, nh, hd).permute(2, 0, 3, 1, 4)  # (2, B, nh, M, hd)
-        dropout_p = self.attn_drop if self.training else 0.0
-        out = attention(q, kv[0], kv[1], self.scale, dropout_p, self.impl)  # (B, nh, N, hd)
+        out = attention(q, kv[0], kv[1], self.scale, dropout_p(self), self.impl)  # (B, nh, N, hd)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, H, W, C)))

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from ..functional import attention
-from ..layers import pointwise
+from ..functional import attention, pointwise
+from ._common import dropout_p, setup_heads
 
 
 class AttnMap(nn.Module):
@@ -19,7 +19,8 @@ class AttnMap(nn.Module):
         self.act_block = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.SiLU(), nn.Conv2d(dim, dim, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., dim) -> (..., dim)
-        return pointwise(self.act_block[2], F.silu(pointwise(self.act_block[0], x)))
+        first, last = self.act_block[0], self.act_block[2]
+        return pointwise(last.weight, last.bias, F.silu(pointwise(first.weight, first.bias, x)))
 
 
 class CloAttention(nn.Module):
@@ -45,13 +46,14 @@ class CloAttention(nn.Module):
         window_size: pooling size ``ws`` of the global group (1: no pooling).
         attn_drop, proj_drop: dropout on the local gates and global probabilities / on the output.
         qkv_bias: bias of the q/k/v and output 1x1 convolutions.
-        impl: ``"fast"`` (SDPA for the global group) or ``"reference"`` (explicit attention matrix).
+        impl: kernel path of the global group, ``"fast"`` (SDPA) or ``"reference"`` (explicit attention matrix).
     """
 
     def __init__(self, dim: int, num_heads: int = 8, group_split=(4, 4), kernel_sizes=(5,), window_size: int = 4,
                  attn_drop: float = 0.0, proj_drop: float = 0.0, qkv_bias: bool = True, impl: str = "fast"):
         super().__init__()
-        hd = self.head_dim = _validate.heads(dim, num_heads)
+        setup_heads(self, dim, num_heads, None, attn_drop, proj_drop, impl)
+        hd = self.head_dim
         self.group_split = _validate.int_list("group_split", group_split, minimum=0)
         self.kernel_sizes = _validate.int_list("kernel_sizes", kernel_sizes, odd=True)
         if sum(self.group_split) != num_heads:
@@ -61,11 +63,6 @@ class CloAttention(nn.Module):
             raise ValueError(f"kernel_sizes needs one entry per local group: len(group_split) - 1 = "
                              f"{len(self.group_split) - 1}, got {len(self.kernel_sizes)} ({list(self.kernel_sizes)})")
         self.window_size = _validate.positive_int("window_size", window_size)
-        self.dim, self.num_heads = dim, num_heads
-        self.scale = hd ** -0.5
-        self.attn_drop = _validate.probability("attn_drop", attn_drop)
-        self.impl = _validate.impl(impl)
-        self.local_heads = [g for g in self.group_split[:-1] if g > 0]
         self.global_heads = self.group_split[-1]
         if self.global_heads:
             self.global_q = nn.Conv2d(dim, self.global_heads * hd, 1, bias=qkv_bias)
@@ -75,67 +72,39 @@ class CloAttention(nn.Module):
         self.act_blocks = nn.ModuleList(AttnMap(g * hd) for g, _ in local)
         self.qkvs = nn.ModuleList(nn.Conv2d(dim, 3 * g * hd, 1, bias=qkv_bias) for g, _ in local)
         self.proj = nn.Conv2d(dim, dim, 1, bias=qkv_bias)
-        self.proj_drop = nn.Dropout(_validate.probability("proj_drop", proj_drop))
-
-    def _local(self, x, i):
-        qkv = pointwise(self.qkvs[i], x)  # (B, H, W, 3*g*hd)
-        qkv = self.convs[i](qkv.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, 3*g*hd)
-        q, k, v = qkv.chunk(3, dim=-1)  # 3 x (B, H, W, g*hd)
-        gate = torch.tanh(self.act_blocks[i](q * k) * self.scale)
-        if self.training and self.attn_drop > 0:
-            gate = F.dropout(gate, self.attn_drop)
-        return gate * v  # (B, H, W, g*hd)
-
-    def _global(self, x):
-        B, H, W, C = x.shape
-        gh, hd, ws = self.global_heads, self.head_dim, self.window_size
-        q = pointwise(self.global_q, x).reshape(B, H * W, gh, hd).transpose(1, 2)  # (B, gh, N, hd)
-        pooled = x
-        if ws > 1:
-            kernel = (min(ws, H), min(ws, W))
-            pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), kernel, kernel).permute(0, 2, 3, 1)  # (B, H', W', C)
-        kv = pointwise(self.global_kv, pooled).reshape(B, -1, 2, gh, hd).permute(2, 0, 3, 1, 4)  # (2, B, gh, M, hd)
-        dropout_p = self.attn_drop if self.training else 0.0
-        out = attention(q, kv[0], kv[1], self.scale, dropout_p, self.impl)  # (B, gh, N, hd)
-        return out.transpose(1, 2).reshape(B, H, W, gh * hd)  # (B, H, W, gh*hd)
-
-    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The official module's formulation: NCHW convolutions, reshape/transpose copies, an explicit attention
-        matrix with a softmax over its trailing axis."""
-        xc = x.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W), as the official module receives it
-        B, C, H, W = xc.shape
-        hd, res = self.head_dim, []
-        for i in range(len(self.qkvs)):
-            qkv = self.convs[i](self.qkvs[i](xc))  # (B, 3*g*hd, H, W)
-            q, k, v = qkv.reshape(B, 3, -1, H, W).transpose(0, 1).contiguous()  # 3 x (B, g*hd, H, W)
-            gate = torch.tanh(self.act_blocks[i].act_block(q * k) * self.scale)
-            if self.training and self.attn_drop > 0:
-                gate = F.dropout(gate, self.attn_drop)
-            res.append(gate * v)
-        if self.global_heads:
-            q = self.global_q(xc).reshape(B, -1, hd, H * W).transpose(-1, -2).contiguous()  # (B, gh, N, hd)
-            pooled = xc
-            if self.window_size > 1:
-                kernel = (min(self.window_size, H), min(self.window_size, W))
-                pooled = F.avg_pool2d(xc, kernel, kernel)  # (B, C, H', W')
-            M = pooled.shape[2] * pooled.shape[3]
-            kv = self.global_kv(pooled).view(B, 2, -1, hd, M).permute(1, 0, 2, 4, 3).contiguous()  # (2, B, gh, M, hd)
-            attn = (self.scale * q @ kv[0].transpose(-1, -2)).softmax(dim=-1)  # (B, gh, N, M)
-            if self.training and self.attn_drop > 0:
-                attn = F.dropout(attn, self.attn_drop)
-            res.append((attn @ kv[1]).transpose(2, 3).reshape(B, -1, H, W).contiguous())  # (B, gh*hd, H, W)
-        out = self.proj(torch.cat(res, dim=1))  # (B, C, H, W)
-        return self.proj_drop(out.permute(0, 2, 3, 1))  # (B, H, W, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _validate.channels_last_map(x, self.dim, type(self).__name__)
-        if self.impl == "reference":
-            return self._forward_reference(x)
         outs = [self._local(x, i) for i in range(len(self.qkvs))]
         if self.global_heads:
             outs.append(self._global(x))
         out = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]  # (B, H, W, C)
-        return self.proj_drop(pointwise(self.proj, out))
+        return self.proj_drop(pointwise(self.proj.weight, self.proj.bias, out))
+
+    def _local(self, x, i):
+        """AttnConv group ``i``: ``tanh(act_block(q * k) * scale) * v`` of depthwise-convolved q, k, v."""
+        qkvs, conv = self.qkvs[i], self.convs[i]
+        qkv = pointwise(qkvs.weight, qkvs.bias, x)  # (B, H, W, 3*g*hd)
+        qkv = conv(qkv.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, 3*g*hd)
+        q, k, v = qkv.chunk(3, dim=-1)  # 3 x (B, H, W, g*hd)
+        gate = torch.tanh(self.act_blocks[i](q * k) * self.scale)
+        p = dropout_p(self)
+        return (F.dropout(gate, p) if p > 0 else gate) * v  # (B, H, W, g*hd)
+
+    def _global(self, x):
+        """Global group: every position attends to ``ws x ws`` average-pooled keys/values (floor mode)."""
+        B, H, W, C = x.shape
+        gh, hd, ws = self.global_heads, self.head_dim, self.window_size
+        q = pointwise(self.global_q.weight, self.global_q.bias, x)  # (B, H, W, gh*hd)
+        q = q.reshape(B, H * W, gh, hd).transpose(1, 2)  # (B, gh, N, hd)
+        pooled = x
+        if ws > 1:
+            kernel = (min(ws, H), min(ws, W))
+            pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), kernel, kernel).permute(0, 2, 3, 1)  # (B, H', W', C)
+        kv = pointwise(self.global_kv.weight, self.global_kv.bias, pooled)  # (B, H', W', 2*gh*hd)
+        kv = kv.reshape(B, -1, 2, gh, hd).permute(2, 0, 3, 1, 4)  # (2, B, gh, M, hd)
+        out = attention(q, kv[0], kv[1], self.scale, dropout_p(self), self.impl)  # (B, gh, N, hd)
+        return out.transpose(1, 2).reshape(B, H, W, gh * hd)  # (B, H, W, gh*hd)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, group_split={list(self.group_split)}, "

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
+from .._modes import is_tracing
 from ..functional import attention, window_attention
+from ._common import dropout_p, setup_heads
 
 
 class HiLoAttention(nn.Module):
@@ -38,17 +40,14 @@ class HiLoAttention(nn.Module):
                  attn_drop: float = 0.0, proj_drop: float = 0.0, window_size: int = 2, alpha: float = 0.5,
                  impl: str = "fast"):
         super().__init__()
-        self.head_dim = _validate.heads(dim, num_heads)
+        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl)
         self.ws = _validate.positive_int("window_size", window_size)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha (share of Lo-Fi heads) must be a number in [0, 1], got {alpha!r}")
-        self.dim, self.num_heads, self.alpha = dim, num_heads, alpha
+        self.alpha = alpha
         self.l_heads = num_heads if self.ws == 1 else int(num_heads * alpha)
         self.h_heads = num_heads - self.l_heads
         self.l_dim, self.h_dim = self.l_heads * self.head_dim, self.h_heads * self.head_dim
-        self.scale = qk_scale if qk_scale is not None else self.head_dim ** -0.5
-        self.attn_drop = _validate.probability("attn_drop", attn_drop)
-        self.impl = _validate.impl(impl)
         if self.l_heads > 0:
             self.l_q = nn.Linear(dim, self.l_dim, bias=qkv_bias)
             self.l_kv = nn.Linear(dim, 2 * self.l_dim, bias=qkv_bias)
@@ -56,46 +55,45 @@ class HiLoAttention(nn.Module):
         if self.h_heads > 0:
             self.h_qkv = nn.Linear(dim, 3 * self.h_dim, bias=qkv_bias)
             self.h_proj = nn.Linear(self.h_dim, self.h_dim)
-        self.proj_drop = nn.Dropout(_validate.probability("proj_drop", proj_drop))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _validate.channels_last_map(x, self.dim, type(self).__name__)
         B, H, W, C = x.shape
-        ws, hd = self.ws, self.head_dim
-        dropout_p = self.attn_drop if self.training else 0.0
+        ws, hd, p = self.ws, self.head_dim, dropout_p(self)
         pad_h, pad_w = (-H) % ws, (-W) % ws
-        # traced (compile / export): pad unconditionally, so the graph does not specialise on H % ws
-        traced = torch.compiler.is_compiling()
-        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w or traced else x  # (B, Hp, Wp, C)
+        # traced: pad unconditionally, so the graph does not specialise on H % ws
+        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w or is_tracing() else x  # (B, Hp, Wp, C)
         Hp, Wp = H + pad_h, W + pad_w
-        fused = None
-        if self.impl == "fast" and self.h_heads and self.l_heads:
-            # one matmul for the two projections that read the (padded) input: [h_qkv | l_q]
-            weight = torch.cat([self.h_qkv.weight, self.l_q.weight])
-            bias = None if self.h_qkv.bias is None else torch.cat([self.h_qkv.bias, self.l_q.bias])
-            fused = F.linear(xp, weight, bias)  # (B, Hp, Wp, 3 h_dim + l_dim)
+        hi_qkv, lo_q = self._input_projections(x, xp, H, W)
         outs = []
         if self.h_heads:
-            qkv = fused[..., :3 * self.h_dim] if fused is not None else self.h_qkv(xp)  # (B, Hp, Wp, 3 h_dim)
-            qkv = qkv.reshape(B, Hp, Wp, 3, self.h_heads, hd)  # (B, Hp, Wp, 3, nh_hi, hd)
+            qkv = hi_qkv.reshape(B, Hp, Wp, 3, self.h_heads, hd)  # (B, Hp, Wp, 3, nh_hi, hd)
             qkv = qkv.permute(3, 0, 4, 1, 2, 5)  # (3, B, nh_hi, Hp, Wp, hd)
-            hi = window_attention(qkv[0], qkv[1], qkv[2], ws, self.scale, dropout_p, self.impl)
-            # hi: (B, nh_hi, Hp, Wp, hd)
+            hi = window_attention(qkv[0], qkv[1], qkv[2], ws, self.scale, p, self.impl)  # (B, nh_hi, Hp, Wp, hd)
             hi = hi[:, :, :H, :W].permute(0, 2, 3, 1, 4).reshape(B, H, W, self.h_dim)  # (B, H, W, h_dim)
             outs.append((self.h_proj, hi))
         if self.l_heads:
-            q = fused[:, :H, :W, 3 * self.h_dim:] if fused is not None else self.l_q(x)  # (B, H, W, l_dim)
-            q = q.reshape(B, H * W, self.l_heads, hd).transpose(1, 2)  # (B, nh_lo, N, hd)
+            q = lo_q.reshape(B, H * W, self.l_heads, hd).transpose(1, 2)  # (B, nh_lo, N, hd)
             if ws > 1:
                 pooled = F.avg_pool2d(xp.permute(0, 3, 1, 2), ws)  # (B, C, Hp/ws, Wp/ws)
                 pooled = pooled.flatten(2).transpose(1, 2)  # (B, M, C)
             else:
                 pooled = x.reshape(B, H * W, C)  # (B, N, C)
             kv = self.l_kv(pooled).reshape(B, -1, 2, self.l_heads, hd).permute(2, 0, 3, 1, 4)  # (2, B, nh_lo, M, hd)
-            lo = attention(q, kv[0], kv[1], self.scale, dropout_p, self.impl)  # (B, nh_lo, N, hd)
-            lo = lo.transpose(1, 2).reshape(B, H, W, self.l_dim)  # (B, H, W, l_dim); SDPA gives (B, N, nh, hd) memory
+            lo = attention(q, kv[0], kv[1], self.scale, p, self.impl)  # (B, nh_lo, N, hd)
+            lo = lo.transpose(1, 2).reshape(B, H, W, self.l_dim)  # (B, H, W, l_dim)
             outs.append((self.l_proj, lo))
         return self.proj_drop(self._project(outs, x))
+
+    def _input_projections(self, x, xp, H, W):
+        """Hi-Fi ``qkv`` of the padded map and Lo-Fi ``q`` of the map; one matmul ``[h_qkv | l_q]`` when both
+        branches exist (the two read the same input)."""
+        if not (self.h_heads and self.l_heads):
+            return (self.h_qkv(xp) if self.h_heads else None), (self.l_q(x) if self.l_heads else None)
+        weight = torch.cat([self.h_qkv.weight, self.l_q.weight])
+        bias = None if self.h_qkv.bias is None else torch.cat([self.h_qkv.bias, self.l_q.bias])
+        fused = F.linear(xp, weight, bias)  # (B, Hp, Wp, 3 h_dim + l_dim)
+        return fused[..., :3 * self.h_dim], fused[:, :H, :W, 3 * self.h_dim:]  # (B, Hp, Wp, 3 h_dim), (B, H, W, l_dim)
 
     def _project(self, branches, x):
         """Per-branch output projections, concatenated along channels (Hi-Fi first)."""
@@ -103,10 +101,9 @@ class HiLoAttention(nn.Module):
             proj, feats = branches[0]
             return proj(feats)
         same_dtype = all(feats.dtype == proj.weight.dtype == x.dtype for proj, feats in branches)  # not autocast
-        eager = not torch.compiler.is_compiling()  # dynamo rejects out= into strided slices
-        if self.impl == "fast" and not torch.is_grad_enabled() and same_dtype and eager:  # both into one map
+        if not torch.is_grad_enabled() and same_dtype and not is_tracing():  # both written into one map
             out = x.new_empty(x.shape)  # (B, H, W, C)
-            flat, start = out.view(-1, self.dim), 0
+            flat, start = out.view(-1, self.dim), 0  # (B*N, C)
             for proj, feats in branches:
                 end = start + proj.out_features
                 torch.addmm(proj.bias, feats.reshape(-1, proj.in_features), proj.weight.t(), out=flat[:, start:end])

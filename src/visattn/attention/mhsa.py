@@ -7,7 +7,7 @@ from torch import nn
 
 from .. import _validate
 from ..functional import attention
-from ._common import setup_heads
+from ._common import dropout_p, setup_heads
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -30,8 +30,7 @@ class MultiHeadSelfAttention(nn.Module):
         B, H, W, C = x.shape
         qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         # qkv: (3, B, nh, N, hd)
-        dropout_p = self.attn_drop if self.training else 0.0
-        out = attention(qkv[0], qkv[1], qkv[2], self.scale, dropout_p, self.impl)  # (B, nh, N, hd)
+        out = attention(qkv[0], qkv[1], qkv[2], self.scale, dropout_p(self), self.impl)  # (B, nh, N, hd)
         out = out.transpose(1, 2).reshape(B, H, W, C)  # (B, H, W, C)
         return self.proj_drop(self.proj(out))
 
@@ -57,6 +56,5 @@ class ClassAttention(nn.Module):
         B, N, C = x.shape
         kv = self.kv(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (2, B, nh, N, hd)
         q = self.q(x[:, :1]).reshape(B, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, 1, hd)
-        dropout_p = self.attn_drop if self.training else 0.0
-        out = attention(q, kv[0], kv[1], self.scale, dropout_p, self.impl)  # (B, nh, 1, hd)
+        out = attention(q, kv[0], kv[1], self.scale, dropout_p(self), self.impl)  # (B, nh, 1, hd)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, 1, C)))  # (B, 1, C)

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from ..functional import outlook_aggregate, outlook_attention, outlook_grid
-from ..layers import linear_from_channels_first, linear_to_channels_first
+from ..functional import linear_from_channels_first, linear_to_channels_first, outlook_aggregate, outlook_attention
+from ._common import dropout_p, setup_heads
 
 
 class OutlookAttention(nn.Module):
@@ -28,7 +28,7 @@ class OutlookAttention(nn.Module):
         qkv_bias: bias of the value projection ``v``.
         qk_scale: weight scale, ``hd ** -0.5`` when None.
         attn_drop, proj_drop: dropout on the window weights / on the output.
-        impl: ``"fast"`` (strided views, no unfold/fold) or ``"reference"`` (unfold, matmul, fold).
+        impl: kernel path, ``"fast"`` (strided views, no unfold/fold) or ``"reference"`` (unfold, matmul, fold).
 
     Parameters: ``v``, ``attn`` (``Linear(C, k^4 * nh)``), ``proj``.
     """
@@ -37,65 +37,44 @@ class OutlookAttention(nn.Module):
                  qkv_bias: bool = False, qk_scale: float | None = None, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, impl: str = "fast"):
         super().__init__()
-        self.head_dim = _validate.heads(dim, num_heads)
+        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl)
         self.kernel_size = _validate.positive_int("kernel_size", kernel_size)
         self.stride = _validate.positive_int("stride", stride)
         self.padding = _validate.positive_int("padding", padding, minimum=0)
         if self.padding >= self.kernel_size:
             raise ValueError(f"padding must be < kernel_size ({kernel_size}) so that each window covers its own "
                              f"cell; got {padding} (the usual choice is kernel_size // 2 = {kernel_size // 2})")
-        self.dim, self.num_heads = dim, num_heads
-        self.scale = qk_scale if qk_scale is not None else self.head_dim ** -0.5
-        self.impl = _validate.impl(impl)
         self.v = nn.Linear(dim, dim, bias=qkv_bias)
         self.attn = nn.Linear(dim, self.kernel_size ** 4 * num_heads)
-        self.attn_drop = nn.Dropout(_validate.probability("attn_drop", attn_drop))
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(_validate.probability("proj_drop", proj_drop))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _validate.channels_last_map(x, self.dim, type(self).__name__)
-        if self.impl == "fast":
-            return self._forward_fast(x)
-        B, H, W, C = x.shape
-        nh, hd, k2, s = self.num_heads, self.head_dim, self.kernel_size ** 2, self.stride
-        h, w = outlook_grid(H, W, s)
-        v = self.v(x).reshape(B, H, W, nh, hd).permute(0, 3, 1, 2, 4)  # (B, nh, H, W, hd)
-        centre = x
-        if s > 1:
-            centre = F.avg_pool2d(x.permute(0, 3, 1, 2), s, s, ceil_mode=True).permute(0, 2, 3, 1)  # (B, h, w, C)
-        a = self.attn(centre).reshape(B, h, w, nh, k2, k2).permute(0, 3, 1, 2, 4, 5)  # (B, nh, h, w, k*k, k*k)
-        a = self.attn_drop((a * self.scale).softmax(dim=-1))
-        out = outlook_aggregate(a, v, self.kernel_size, self.padding, s, self.impl)  # (B, nh, H, W, hd)
-        out = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C)  # (B, H, W, C)
-        return self.proj_drop(self.proj(out))
-
-    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        """v and the window weights projected straight into channel-first memory: the softmax runs over a
+        """v and the window logits are projected straight into channel-first memory: the softmax runs over a
         non-trailing axis (a trailing axis of 9 is pathologically slow on CPU) and the kernel needs no copies."""
+        _validate.channels_last_map(x, self.dim, type(self).__name__)
         B, H, W, C = x.shape
-        nh, hd, k2, s = self.num_heads, self.head_dim, self.kernel_size ** 2, self.stride
-        h, w = outlook_grid(H, W, s)
-        tokens = x.reshape(B, H * W, C)
+        nh, hd, k, k2, s = self.num_heads, self.head_dim, self.kernel_size, self.kernel_size ** 2, self.stride
+        tokens = x.reshape(B, H * W, C)  # (B, N, C)
         v = linear_to_channels_first(self.v.weight, self.v.bias, tokens).view(B, nh, hd, H, W)  # (B, nh, hd, H, W)
+        h, w = H, W
         centre = tokens
         if s > 1:
             centre = F.avg_pool2d(x.permute(0, 3, 1, 2), s, s, ceil_mode=True).permute(0, 2, 3, 1)  # (B, h, w, C)
             h, w = centre.shape[1:3]  # the pool's own (symbolic) size: no guard when traced
-            centre = centre.reshape(B, h * w, C)
+            centre = centre.reshape(B, h * w, C)  # (B, h*w, C)
         logits = linear_to_channels_first(self.attn.weight, self.attn.bias, centre).view(B, nh, k2, k2, h, w)
+        # logits: (B, nh, k*k, k*k, h, w)
         scale = self.scale
         if not torch.is_grad_enabled():  # scale our own logits in place (under autograd this would keep a copy)
             logits, scale = logits.mul_(scale), 1.0
-        logits = logits.permute(0, 1, 4, 5, 2, 3)  # (B, nh, h, w, k*k, k*k) view of channel-first memory
         v = v.permute(0, 1, 3, 4, 2)  # (B, nh, H, W, hd) view
-        if self.training and self.attn_drop.p > 0:
-            attn = (logits.permute(0, 1, 4, 5, 2, 3) * scale).softmax(dim=3)  # softmax over a non-trailing axis
-            out = outlook_aggregate(self.attn_drop(attn).permute(0, 1, 4, 5, 2, 3), v, self.kernel_size, self.padding,
-                                    s, "fast")
+        p = dropout_p(self)
+        if p > 0:  # dropout needs the normalised weights
+            attn = F.dropout((logits * scale).softmax(dim=3), p)  # softmax over a non-trailing axis
+            out = outlook_aggregate(attn.permute(0, 1, 4, 5, 2, 3), v, k, self.padding, s, self.impl)
         else:  # softmax fused into the aggregation: less memory for backward
-            out = outlook_attention(logits, v, self.kernel_size, self.padding, s, scale, "fast")
-        # out: (B, nh, H, W, hd) view of channel-first memory
+            out = outlook_attention(logits.permute(0, 1, 4, 5, 2, 3), v, k, self.padding, s, scale, self.impl)
+        # out: (B, nh, H, W, hd)
         out = out.permute(0, 1, 4, 2, 3).reshape(B, C, H * W)  # (B, C, N)
         y = linear_from_channels_first(self.proj.weight, self.proj.bias, out)  # (B, N, C)
         return self.proj_drop(y.view(B, H, W, C))

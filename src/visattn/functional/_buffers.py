@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import torch
 
+from .._modes import is_tracing
+
 
 def dot_into(dst: torch.Tensor, a: torch.Tensor, b: torch.Tensor, tmp: torch.Tensor) -> None:
     """``dst = (a * b).sum(2)`` using ``tmp`` (shaped like ``a * b``) as scratch."""
-    if torch.compiler.is_compiling():
+    if is_tracing():
         dst.copy_((a * b).sum(2))
     else:
         torch.mul(a, b, out=tmp)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
+from .._modes import check
 
 
 def attention(q, k, v, scale: float | None = None, dropout_p: float = 0.0, impl: str = "fast"):
@@ -78,11 +79,10 @@ def window_attention(q, k, v, window_size: int, scale: float | None = None, drop
     if q.dim() != 5:
         raise ValueError(f"window_attention expects (B, nh, H, W, hd) maps, got shape {tuple(q.shape)}")
     H, W = q.shape[2], q.shape[3]
-    if not torch.compiler.is_compiling() and (H % ws or W % ws):
-        raise ValueError(
-            f"window_attention needs H and W divisible by window_size={ws}, got {H}x{W}; zero-pad the input "
-            f"of the block to {-(-H // ws) * ws}x{-(-W // ws) * ws} first"
-        )
+    message = (f"window_attention needs H and W divisible by window_size={ws}, got {H}x{W}; zero-pad the input "
+               f"of the block to {-(-H // ws) * ws}x{-(-W // ws) * ws} first")
+    check(H % ws == 0, message)
+    check(W % ws == 0, message)
     out = attention(window_partition(q, ws), window_partition(k, ws), window_partition(v, ws),
                     scale=scale, dropout_p=dropout_p, impl=impl)  # (B, nh, nw, ws*ws, hd)
     return window_reverse(out, ws, H, W)

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
-from ..macs import counted
+from .._modes import records_grad
 from ._buffers import dot_into
+from ._counting import counted
 
 
 def _check(q, k, v, kernel_size, dilation):
@@ -76,7 +77,7 @@ def _fast(q, k, v, ks, r, scale, dropout_p):
     the result is a (B, nh, H, W, hd) view of channel-first memory."""
     qc, kc, vc = (t.permute(0, 1, 4, 2, 3) for t in (q, k, v))  # (B, nh, hd, H, W)
     shifts = [(a * r, b * r) for a in range(ks) for b in range(ks)]
-    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    needs_grad = records_grad(q, k, v)
     if needs_grad and dropout_p > 0:
         return _fast_autograd(qc, kc, vc, r * (ks // 2), shifts, scale, dropout_p).permute(0, 1, 3, 4, 2)
     if needs_grad:

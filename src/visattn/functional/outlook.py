@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
-from ..macs import counted
+from .._modes import check, records_grad
 from ._buffers import dot_into
+from ._counting import counted
 
 
 def outlook_grid(H: int, W: int, stride: int) -> tuple[int, int]:
@@ -69,7 +70,7 @@ def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride:
     _validate.impl(impl)
     if impl == "reference":
         return outlook_aggregate((logits * scale).softmax(dim=-1), v, kernel_size, padding, stride, impl)
-    if not (torch.is_grad_enabled() and (logits.requires_grad or v.requires_grad)):
+    if not records_grad(logits, v):
         ac = logits.permute(0, 1, 4, 5, 2, 3)  # (B, nh, k*k, k*k, h, w): softmax over a non-trailing axis
         attn = (ac if scale == 1 else ac * scale).softmax(dim=3).permute(0, 1, 4, 5, 2, 3)
         return outlook_aggregate(attn, v, kernel_size, padding, stride, impl)
@@ -86,16 +87,15 @@ def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride:
 
 
 def _check_shapes(attn, v, ks, s):
-    if torch.compiler.is_compiling():  # shape checks would become guards on symbolic sizes
-        return
     if v.dim() != 5 or attn.dim() != 6:
         raise ValueError(f"expected attn (B, nh, h, w, k*k, k*k) and v (B, nh, H, W, hd), got "
                          f"{tuple(attn.shape)} and {tuple(v.shape)}")
     B, nh, H, W, hd = v.shape
     h, w = outlook_grid(H, W, s)
-    if tuple(attn.shape) != (B, nh, h, w, ks * ks, ks * ks):
-        raise ValueError(f"attn must have shape {(B, nh, h, w, ks * ks, ks * ks)} for v of shape {tuple(v.shape)} "
-                         f"with kernel_size={ks}, stride={s}; got {tuple(attn.shape)}")
+    expected = (B, nh, h, w, ks * ks, ks * ks)
+    for got, want in zip(attn.shape, expected, strict=True):  # per axis: symbolic sizes stay unguarded
+        check(got == want, f"attn must have shape {expected} for v of shape {tuple(v.shape)} with "
+                           f"kernel_size={ks}, stride={s}; got {tuple(attn.shape)}")
 
 
 def _reference(attn, v, ks, p, s):
@@ -119,7 +119,7 @@ def _fast(attn, v, ks, p, s):
     free of copies when the caller lays them out that way (as the module does). No unfold, no fold."""
     ac = attn.permute(0, 1, 4, 5, 2, 3)  # (B, nh, k*k, k*k, h, w)
     vc = v.permute(0, 1, 4, 2, 3)  # (B, nh, hd, H, W)
-    if torch.is_grad_enabled() and (attn.requires_grad or v.requires_grad):
+    if records_grad(attn, v):
         out = _Outlook.apply(ac, vc, ks, p, s, None)
     else:
         out = _relative_forward(_relative_weights(ac, ks, p), vc, ks) if s == 1 else _strided_forward(ac, vc, ks, p, s)

@@ -4,7 +4,6 @@ these wrappers run any block on NCHW maps or on token sequences."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -59,25 +58,3 @@ class TokenSequence(nn.Module):
             raise ValueError(f"TokenSequence got N={N} tokens but H*W = {H}*{W} = {H * W}; pass the map's real H and W")
         y = self.block(x.reshape(B, H, W, C))  # (B, H, W, C)
         return y.reshape(B, N, y.shape[-1])  # (B, N, C)
-
-
-def linear_to_channels_first(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """``(B, N, C_in)`` tokens -> ``(B, C_out, N)`` channel-first projection, computed by one batched matmul on the
-    transposed input (no copy; ``torch.matmul`` may instead transpose its result and copy it)."""
-    B = x.shape[0]
-    w = weight.reshape(weight.shape[0], -1)
-    y = torch.bmm(w.expand(B, *w.shape), x.transpose(1, 2))  # (B, C_out, N)
-    return y if bias is None else y.add_(bias[:, None])
-
-
-def linear_from_channels_first(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """``(B, C_in, N)`` channel-first map -> ``(B, N, C_out)`` tokens by one batched matmul (no transposing copy)."""
-    B = x.shape[0]
-    w = weight.reshape(weight.shape[0], -1)
-    y = torch.bmm(x.transpose(1, 2), w.t().expand(B, *w.t().shape))  # (B, N, C_out)
-    return y if bias is None else y.add_(bias)
-
-
-def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """Apply a 1x1 ``nn.Conv2d`` to a channels-last ``(..., C)`` tensor as a matmul (same parameters)."""
-    return F.linear(x, conv.weight.flatten(1), conv.bias)  # (..., C_out)

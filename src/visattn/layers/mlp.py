@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layout import pointwise
+from ..functional import pointwise
 
 
 def _nchw(x: torch.Tensor) -> torch.Tensor:
@@ -74,6 +74,6 @@ class ConvFFN(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(pointwise(self.fc1, x))  # (B, H, W, hidden)
+        x = self.act(pointwise(self.fc1.weight, self.fc1.bias, x))  # (B, H, W, hidden)
         x = _nhwc(self.dwconv(_nchw(x)))  # (B, H', W', hidden)
-        return self.drop(pointwise(self.fc2, self.drop(x)))  # (B, H', W', out)
+        return self.drop(pointwise(self.fc2.weight, self.fc2.bias, self.drop(x)))  # (B, H', W', out)

@@ -1,7 +1,7 @@
 """The interface every visattn backbone implements (timm's conventions).
 
 A family subclasses :class:`Backbone` and provides four pieces; the base class turns them into
-``forward``, ``forward_features``, ``forward_head``, ``forward_intermediates`` and the feature-only mode:
+``forward``, ``forward_features``, ``forward_head`` and ``forward_intermediates``:
 
 * ``forward_stem(img)``: ``(B, 3, H, W)`` image -> channels-last map ``(B, H', W', C)``;
 * ``forward_stage(i, x)``: run stage ``i``; returns ``(feature, next_input)``, where ``feature`` is the
@@ -10,6 +10,9 @@ A family subclasses :class:`Backbone` and provides four pieces; the base class t
 * ``forward_norm(x)``: the last stage's output -> the normalised representation the head pools
   (default: ``self.norm``);
 * ``forward_head(x, pre_logits=False)``: pool and classify (default: global average of the map, ``self.head``).
+
+Feature extraction is a wrapper, not a mode: :class:`FeatureExtractor` (``create_model(..., features_only=True)``)
+holds a backbone without its head and returns the stage maps; the backbone's own ``forward`` always classifies.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.utils.checkpoint
 from torch import nn
+
+from .. import _validate
 
 
 class Stage(nn.Module):
@@ -32,9 +37,10 @@ class Stage(nn.Module):
 class Backbone(nn.Module):
     """Base class of the four backbone families. Attributes set by subclasses:
 
-    ``num_classes``, ``num_features`` (channels the head sees), ``in_chans``, ``stage_info`` (one dict per stage:
-    ``num_chs``, ``reduction``, ``module``), ``min_input_size`` and ``_head_modules`` (what feature-only mode
-    removes).
+    ``num_features`` (channels the head sees), ``stage_info`` (one dict per stage: ``num_chs``, ``reduction``,
+    ``module``), ``min_input_size`` and ``_head_modules`` (what a feature extractor removes); ``in_chans``,
+    ``num_classes`` and ``img_size`` come from :meth:`set_io`, which every family calls with the options they all
+    accept.
     """
 
     min_input_size = 32
@@ -44,8 +50,18 @@ class Backbone(nn.Module):
     def __init__(self):
         super().__init__()
         self.grad_checkpointing = False
-        self.features_only = False
-        self.out_indices: tuple[int, ...] = ()
+
+    def set_io(self, in_chans: int, num_classes: int, img_size: int) -> None:
+        """Check and store the options every family takes. ``img_size`` is the resolution the variant is trained
+        and evaluated at (``default_input_size``); any input of at least ``min_input_size`` runs."""
+        self.in_chans = _validate.positive_int("in_chans", in_chans)
+        self.num_classes = _validate.positive_int("num_classes", num_classes, minimum=0)
+        self.img_size = _validate.positive_int("img_size", img_size, minimum=self.min_input_size)
+
+    @property
+    def default_input_size(self) -> tuple[int, int, int]:
+        """``(in_chans, img_size, img_size)``: the input the variant was trained at."""
+        return (self.in_chans, self.img_size, self.img_size)
 
     # ---- pieces a family provides --------------------------------------------------------------------
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,10 +99,7 @@ class Backbone(nn.Module):
 
     @property
     def feature_info(self) -> list[dict]:
-        """Channels (``num_chs``) and stride (``reduction``) of each map ``forward_intermediates`` / feature-only
-        ``forward`` returns: all stages, or the ``out_indices`` of a feature-only model."""
-        if self.features_only:
-            return [self.stage_info[i] for i in self.out_indices]
+        """Channels (``num_chs``) and stride (``reduction``) of each stage map ``forward_intermediates`` returns."""
         return list(self.stage_info)
 
     def check_image(self, x) -> None:
@@ -108,27 +121,34 @@ class Backbone(nn.Module):
             _, x = self.forward_stage(i, x)
         return self.forward_norm(x)
 
-    def forward_intermediates(self, x: torch.Tensor, indices=None) -> list[torch.Tensor]:
-        """Image -> the output map of each requested stage (default: all), as NCHW tensors.
-
-        Channels and reductions are listed in ``feature_info``.
-        """
-        self.check_image(x)
-        indices = tuple(range(self.num_stages)) if indices is None else tuple(indices)
+    def stage_indices(self, indices) -> tuple[int, ...]:
+        """Check stage indices (any order, no repeats); None means all stages."""
+        if indices is None:
+            return tuple(range(self.num_stages))
+        indices = tuple(indices)
+        if not indices or any(isinstance(i, bool) or not isinstance(i, int) for i in indices):
+            raise ValueError(f"stage indices must be a non-empty list of ints, got {list(indices)}")
         bad = [i for i in indices if not 0 <= i < self.num_stages]
         if bad:
             raise ValueError(f"stage indices {bad} out of range; this backbone has stages 0..{self.num_stages - 1}")
+        if len(set(indices)) != len(indices):
+            raise ValueError(f"stage indices {list(indices)} repeat a stage; list each stage once")
+        return indices
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None) -> list[torch.Tensor]:
+        """Image -> the output map of each requested stage (default: all), as NCHW tensors, in the order of
+        ``indices``. Channels and reductions of stage ``i`` are ``feature_info[i]``."""
+        self.check_image(x)
+        indices = self.stage_indices(indices)
         x = self.forward_stem(x)
-        feats = []
+        feats = {}
         for i in range(max(indices) + 1):
             feat, x = self.forward_stage(i, x)
             if i in indices:
-                feats.append(feat.permute(0, 3, 1, 2))  # (B, C_i, H_i, W_i)
-        return feats
+                feats[i] = feat.permute(0, 3, 1, 2)  # (B, C_i, H_i, W_i)
+        return [feats[i] for i in indices]
 
-    def forward(self, x: torch.Tensor):
-        if self.features_only:
-            return self.forward_intermediates(x, self.out_indices)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
@@ -136,19 +156,5 @@ class Backbone(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a fresh one for ``num_classes`` (0: no classifier, ``forward`` gives features)."""
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
-        self.num_classes = num_classes
+        self.num_classes = _validate.positive_int("num_classes", num_classes, minimum=0)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def as_features_only(self, out_indices=None) -> Backbone:
-        """Turn the model into a feature extractor: ``forward`` returns the NCHW stage maps; the head is removed."""
-        out_indices = tuple(range(self.num_stages)) if out_indices is None else tuple(out_indices)
-        bad = [i for i in out_indices if not 0 <= i < self.num_stages]
-        if bad or not out_indices:
-            raise ValueError(f"out_indices must pick stages from 0..{self.num_stages - 1}, got {list(out_indices)}")
-        for name in self._head_modules:
-            if hasattr(self, name):
-                delattr(self, name)
-        self.features_only, self.out_indices = True, out_indices
-        return self

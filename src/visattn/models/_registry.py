@@ -6,7 +6,11 @@ import fnmatch
 import inspect
 from dataclasses import dataclass, field
 
+from torch import nn
+
+from ..checkpoint import load_official
 from ._base import Backbone
+from ._features import FeatureExtractor
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,19 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, family: type[Backbone], config: dict, paper: Paper | None = None) -> None:
+def register_model(name: str, family: type[Backbone], config: dict, paper: Paper | None = None) -> None:
+    """Register a variant: a row of ``family``'s constructor arguments under ``name`` (what ``create_model`` builds).
+
+    ``config`` keys must be arguments of ``family``; ``paper`` holds the figures ``visattn models`` compares with.
+    """
+    if not isinstance(family, type) or not issubclass(family, Backbone):
+        raise TypeError(f"family must be a visattn Backbone subclass, got {family!r}")
     if name in _REGISTRY:
-        raise ValueError(f"model {name!r} is registered twice")
+        raise ValueError(f"model {name!r} is registered already; choose another name")
+    unknown = sorted(set(config) - set(family_arguments(family)))
+    if unknown:
+        raise ValueError(f"{family.__name__} does not take {unknown}; its arguments are: "
+                         f"{', '.join(family_arguments(family))}")
     _REGISTRY[name] = ModelSpec(name, family, dict(config), paper)
 
 
@@ -63,17 +77,20 @@ def family_arguments(family: type[Backbone]) -> list[str]:
     return [p for p in inspect.signature(family.__init__).parameters if p != "self"]
 
 
-def create_model(name: str, pretrained=None, features_only: bool = False, out_indices=None, **overrides) -> Backbone:
+def create_model(name: str, pretrained=None, features_only: bool = False, out_indices=None,
+                 **overrides) -> nn.Module:
     """Build a registered backbone.
 
     Args:
         name: one of :func:`list_models`.
         pretrained: path (``.pth``/``.pth.tar``/``.safetensors``) or state dict of an official checkpoint, loaded
-            with :func:`visattn.load_official` (position embeddings resized, a head of another class count dropped).
-        features_only: return a feature extractor whose ``forward`` gives the NCHW stage maps.
-        out_indices: stages a feature extractor returns (default: all four).
+            with :func:`visattn.load_official` (position embeddings adopted, a head of another class count dropped).
+            Nothing is downloaded: ``pretrained=True`` is refused.
+        features_only: return a :class:`FeatureExtractor` whose ``forward`` gives the NCHW stage maps.
+        out_indices: stages a feature extractor returns, in that order (default: all).
         **overrides: constructor arguments with the official names (``embed_dim``, ``depths``, ``num_classes``,
-            ``drop_path_rate``, ...), replacing the variant's values.
+            ``drop_path_rate``, ...), replacing the variant's values. Every family takes ``in_chans``,
+            ``num_classes``, ``img_size``, ``drop_rate``, ``drop_path_rate`` and ``impl``.
     """
     spec = model_spec(name)
     allowed = family_arguments(spec.family)
@@ -82,11 +99,11 @@ def create_model(name: str, pretrained=None, features_only: bool = False, out_in
         raise ValueError(f"{name} does not take {unknown}; its arguments are: {', '.join(allowed)}")
     if out_indices is not None and not features_only:
         raise ValueError("out_indices only applies with features_only=True")
+    if isinstance(pretrained, bool):
+        raise ValueError(f"pretrained={pretrained} is not supported: visattn downloads nothing. Pass the path of an "
+                         f"official checkpoint (.pth/.pth.tar/.safetensors) or a state dict, e.g. "
+                         f"create_model({name!r}, pretrained='path/to/{name}.pth')")
     model = spec.family(**{**spec.config, **overrides})
     if pretrained is not None:
-        from ..checkpoint import load_official
-
         load_official(model, pretrained)
-    if features_only:
-        model.as_features_only(out_indices)
-    return model
+    return FeatureExtractor(model, out_indices) if features_only else model

@@ -12,7 +12,7 @@ from ..blocks import Block
 from ..layers import ChannelsFirstSequential, ConvFFN, GroupNorm1
 from ._base import Backbone, Stage
 from ._common import drop_path_schedule, per_stage
-from ._registry import Paper, register
+from ._registry import Paper, register_model
 
 
 class ConvBNReLU(nn.Module):
@@ -42,13 +42,19 @@ class PatchEmbed(nn.Module):
 
 
 class CloFormer(Backbone):
-    """CloFormer backbone (official argument names; per-stage lists, ``group_splits``/``kernel_sizes`` nested)."""
+    """CloFormer backbone (official argument names; per-stage lists, ``group_splits``/``kernel_sizes`` nested).
+
+    ``drop_rate`` (not an official CloFormer option; every visattn family takes it) is dropout on the pooled
+    features before the classifier, as in timm.
+    """
+
+    _head_modules = ("norm", "head_drop", "head")
 
     def __init__(self, in_chans: int = 3, num_classes: int = 1000, embed_dims=(32, 64, 128, 256), depths=(2, 2, 6, 2),
                  num_heads=(4, 4, 8, 16), group_splits=((3, 1), (2, 2), (4, 4), (4, 12)),
                  kernel_sizes=((3,), (5,), (7,), (9,)), window_sizes=(8, 4, 2, 1), mlp_kernel_sizes=(5, 5, 5, 5),
                  mlp_ratios=(4, 4, 4, 4), attn_drop: float = 0.0, mlp_drop: float = 0.0, qkv_bias: bool = True,
-                 drop_path_rate: float = 0.1, impl: str = "fast"):
+                 drop_path_rate: float = 0.1, drop_rate: float = 0.0, img_size: int = 224, impl: str = "fast"):
         super().__init__()
         n = len(depths)
         embed_dims = per_stage("embed_dims", embed_dims, n)
@@ -57,7 +63,7 @@ class CloFormer(Backbone):
         if min(depths) < 1:
             raise ValueError(f"every CloFormer stage needs at least one block (it holds the downsampling), "
                              f"got {depths}")
-        self.in_chans, self.num_classes = in_chans, num_classes
+        self.set_io(in_chans, num_classes, img_size)
         self.num_features = embed_dims[-1]
         self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
         dpr = drop_path_schedule(drop_path_rate, sum(depths))
@@ -84,10 +90,15 @@ class CloFormer(Backbone):
             self.stage_info.append(dict(num_chs=embed_dims[min(i + 1, n - 1)], reduction=reduction,
                                         module=f"layers.{i}"))
         self.norm = GroupNorm1(self.num_features)
+        self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_stem(self, x):
         return self.patch_embed(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(1, 2))  # (B, C)
+        return x if pre_logits else self.head(self.head_drop(x))
 
 
 _SPEC_NOTE = "the paper's figure leaves out the shortcut convs of the stride-2 blocks"
@@ -103,6 +114,6 @@ for _name, _cfg, _paper in (
                          group_splits=((3, 1), (4, 4), (7, 7), (7, 21)), drop_path_rate=0.06),
      Paper(12.35, 2.0, 81.6, note=_SPEC_NOTE, macs_counted_g=2.18, excludes=".downsample.")),
 ):
-    register(_name, CloFormer, dict(_cfg, depths=(2, 2, 6, 2), kernel_sizes=((3,), (5,), (7,), (9,)),
+    register_model(_name, CloFormer, dict(_cfg, depths=(2, 2, 6, 2), kernel_sizes=((3,), (5,), (7,), (9,)),
                                     window_sizes=(8, 4, 2, 1), mlp_kernel_sizes=(5, 5, 5, 5), mlp_ratios=(4, 4, 4, 4)),
              _paper)

@@ -14,7 +14,7 @@ from ..blocks import Block
 from ..layers import Downsample, Mlp
 from ._base import Backbone, Stage
 from ._common import drop_path_schedule, per_stage
-from ._registry import Paper, register
+from ._registry import Paper, register_model
 
 
 class PatchEmbed(nn.Module):
@@ -43,13 +43,14 @@ class DilateFormer(Backbone):
                  num_heads=(3, 6, 12, 24), kernel_size: int = 3, dilation=(1, 2, 3), mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, qk_scale=None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1, dilate_attention=(True, True, False, False),
-                 downsamples=(True, True, True, False), cpe_per_block: bool = True, impl: str = "fast"):
+                 downsamples=(True, True, True, False), cpe_per_block: bool = True, img_size: int = 224,
+                 impl: str = "fast"):
         super().__init__()
         n = len(depths)
         num_heads = per_stage("num_heads", num_heads, n)
         dilate_attention = per_stage("dilate_attention", dilate_attention, n)
         downsamples = per_stage("downsamples", downsamples, n)
-        self.in_chans, self.num_classes = in_chans, num_classes
+        self.set_io(in_chans, num_classes, img_size)
         self.num_features = embed_dim * 2 ** (n - 1)
         self.patch_embed = PatchEmbed(in_chans, embed_dim)
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
@@ -89,5 +90,5 @@ for _name, _cfg, _paper in (
      Paper(24.06, 4.8, 83.3, note="fvcore counts 4.61 GMACs", macs_counted_g=4.61)),
     ("dilateformer_base", dict(embed_dim=96, depths=(4, 8, 10, 3)), Paper(47.43, 10.0, 84.9, note="token labelling")),
 ):
-    register(_name, DilateFormer, dict(_cfg, num_heads=(3, 6, 12, 24), kernel_size=3, dilation=(1, 2, 3),
+    register_model(_name, DilateFormer, dict(_cfg, num_heads=(3, 6, 12, 24), kernel_size=3, dilation=(1, 2, 3),
                                        mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.1), _paper)

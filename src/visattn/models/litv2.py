@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._modes import is_tracing
 from ..attention import HiLoAttention
 from ..blocks import Block
 from ..layers import DeformableTokenMerging, DWConvMlp
 from ._base import Backbone, Stage
 from ._common import drop_path_schedule, per_stage
-from ._registry import Paper, register
+from ._registry import Paper, register_model
 
 
 class PatchEmbed(nn.Module):
@@ -28,7 +29,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.patch_size
         H, W = x.shape[2:]
-        if H % p or W % p or torch.compiler.is_compiling():  # traced: no branch on H % 4
+        if H % p or W % p or is_tracing():  # traced: pad unconditionally, no branch on H % 4
             x = F.pad(x, (0, (-W) % p, 0, (-H) % p))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H/4, W/4, C)
 
@@ -40,7 +41,8 @@ class LITv2(Backbone):
     def __init__(self, in_chans: int = 3, num_classes: int = 1000, embed_dim: int = 96, depths=(2, 2, 6, 2),
                  num_heads=(3, 6, 12, 24), mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale=None,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
-                 has_msa=(0, 0, 1, 1), alpha: float = 0.5, local_ws=(0, 0, 2, 1), impl: str = "fast"):
+                 has_msa=(0, 0, 1, 1), alpha: float = 0.5, local_ws=(0, 0, 2, 1), img_size: int = 224,
+                 impl: str = "fast"):
         super().__init__()
         n = len(depths)
         num_heads = per_stage("num_heads", num_heads, n)
@@ -50,7 +52,7 @@ class LITv2(Backbone):
             if has_msa[i] and local_ws[i] < 1:
                 raise ValueError(f"stage {i} has attention (has_msa=1) but local_ws[{i}]={local_ws[i]}; "
                                  f"use a HiLo window >= 1 (1 = plain self-attention)")
-        self.in_chans, self.num_classes = in_chans, num_classes
+        self.set_io(in_chans, num_classes, img_size)
         self.num_features = embed_dim * 2 ** (n - 1)
         self.patch_embed = PatchEmbed(in_chans, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
@@ -86,5 +88,5 @@ for _name, _cfg, _paper in (
     ("litv2_b", dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
      Paper(86.52, 13.2, 83.6, note=_PAPER_NOTE, extra=((384, 84.7, 39.7),))),
 ):
-    register(_name, LITv2, dict(_cfg, alpha=0.9, qkv_bias=True, mlp_ratio=4.0, local_ws=(0, 0, 2, 1),
+    register_model(_name, LITv2, dict(_cfg, alpha=0.9, qkv_bias=True, mlp_ratio=4.0, local_ws=(0, 0, 2, 1),
                                 has_msa=(0, 0, 1, 1)), _paper)

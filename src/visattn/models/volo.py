@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._modes import is_tracing
 from ..attention import ClassAttention, MultiHeadSelfAttention, OutlookAttention
 from ..blocks import Block, ClassBlock
 from ..layers import Downsample, Mlp
 from ._base import Backbone
 from ._common import per_stage
-from ._registry import Paper, register
+from ._registry import Paper, register_model
 
 
 class PatchEmbed(nn.Module):
@@ -40,7 +41,7 @@ class PatchEmbed(nn.Module):
 
 def resize_pos_embed(pos: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(1, h, w, C) position embedding -> (1, H, W, C), bicubic (identity when the size already matches)."""
-    if tuple(pos.shape[1:3]) == tuple(size) and not torch.compiler.is_compiling():  # traced: always resize
+    if tuple(pos.shape[1:3]) == tuple(size) and not is_tracing():  # traced: always resize
         return pos
     resized = F.interpolate(pos.permute(0, 3, 1, 2), size=size, mode="bicubic", align_corners=False)
     return resized.permute(0, 2, 3, 1)
@@ -79,7 +80,8 @@ class VOLO(Backbone):
         for i in range(n - 1):
             if not downsamples[i] and embed_dims[i] != embed_dims[i + 1]:
                 raise ValueError(f"embed_dims[{i}] != embed_dims[{i + 1}] needs downsamples[{i}]=True to change width")
-        self.in_chans, self.num_classes, self.return_dense = in_chans, num_classes, return_dense
+        self.set_io(in_chans, num_classes, img_size)
+        self.return_dense = return_dense
         self.num_features = embed_dims[-1]
         self.patch_embed = PatchEmbed(in_chans, stem_hidden_dim, embed_dims[0], patch_size)
         grid = img_size // patch_size // pooling_scale
@@ -107,6 +109,9 @@ class VOLO(Backbone):
                 network.append(Downsample(nn.Conv2d(dim, embed_dims[i + 1], 2, 2)))
                 reduction *= 2
         self.network = nn.ModuleList(network)
+        # the position embedding (sized for the last width) enters at the input of the second stage, after the
+        # first merge: network[2] in every official configuration
+        self._pos_slot = self._stage_slots[1] if n > 1 else None
         if post_layers:
             dim = embed_dims[-1]
             self.post_network = nn.ModuleList(
@@ -145,7 +150,7 @@ class VOLO(Backbone):
     def forward_stage(self, i, x):
         feat = None
         for idx in self._entries(i):
-            if idx == 2:  # as in the official model: the position embedding enters before network[2]
+            if idx == self._pos_slot:
                 x = self._add_pos(x)
             x = self.run_blocks(self.network[idx], x) if idx == self._stage_slots[i] else self.network[idx](x)
             if idx == self._stage_slots[i]:
@@ -190,5 +195,5 @@ for _name, _cfg, _paper in (
     ("volo_d5", dict(layers=(12, 12, 20, 4), **_VOLO_LARGE, mlp_ratios=(4,) * 4, stem_hidden_dim=128,
                      drop_path_rate=0.5), Paper(295.46, 72.40, 86.1, extra=((448, 87.0, None), (512, 87.1, None)))),
 ):
-    register(_name, VOLO, dict(_cfg, downsamples=(True, False, False, False),
+    register_model(_name, VOLO, dict(_cfg, downsamples=(True, False, False, False),
                                outlook_attention=(True, False, False, False), post_layers=("ca", "ca")), _paper)

@@ -4,6 +4,10 @@ onnxruntime against PyTorch on sizes other than the export size (the ``onnx`` ex
 Blocks take channels-last maps ``(B, H, W, C)``; backbones take images ``(B, 3, H, W)``. The exporter is
 ``torch.onnx.export(..., dynamo=True)``: shapes stay symbolic, so HiLo's padding, outlook's ``ceil(H/s)`` grid
 and the like follow the input at run time.
+
+Export time grows with the number of kernel slices the tracer unrolls: HiLo and CloFormer blocks take seconds,
+one dilated block ~10 s and one outlook block ~1 min on a 2-core CPU, whole DilateFormer / VOLO models several
+minutes.
 """
 
 from __future__ import annotations
@@ -13,32 +17,27 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.export import Dim
+
+from ..attention import create_block
+from ..models import create_model
+from .common import exit_code, parse_overrides, parse_size, parse_sizes, positive
+from .weights import load_model
 
 
 def build_target(block: str | None = None, model: str | None = None, overrides: dict | None = None,
-                 dim: int = 64, heads: int = 4, checkpoint=None) -> tuple[nn.Module, str]:
-    """The module to export and its layout (``"BHWC"`` for blocks, ``"BCHW"`` for backbone images)."""
-    if (block is None) == (model is None):
-        raise ValueError("name exactly one of --block or --model")
+                 dim: int = 64, heads: int = 4, checkpoint=None) -> tuple[nn.Module, str, str]:
+    """The module to export, its layout (``"BHWC"`` for blocks, ``"BCHW"`` for backbone images) and its name."""
+    if block is not None and (model is not None or checkpoint is not None):
+        raise ValueError("--block exports a freshly built block; it does not combine with --model / --checkpoint")
     if block is not None:
-        from .bench import build_block
-
-        return build_block(block, dim, heads).eval(), "BHWC"
+        return create_block(block, dim, heads, **(overrides or {})).eval(), "BHWC", block
     if checkpoint is not None:
-        from .evaluate import load_for_eval
-
-        net, _ = load_for_eval(checkpoint, None if _is_training_checkpoint(checkpoint) else model, overrides)
-        return net.eval(), "BCHW"
-    from .models import create_model
-
-    return create_model(model, **(overrides or {})).eval(), "BCHW"
-
-
-def _is_training_checkpoint(path) -> bool:
-    from .checkpoint import load_file
-
-    obj = load_file(path)
-    return isinstance(obj, dict) and "model_name" in obj
+        loaded = load_model(checkpoint, model, overrides)
+        return loaded.model, "BCHW", loaded.name
+    if model is None:
+        raise ValueError("name what to export: --block NAME, --model NAME, or --checkpoint FILE")
+    return create_model(model, **(overrides or {})).eval(), "BCHW", model
 
 
 def example_input(layout: str, size: tuple[int, int], batch: int = 2, channels: int = 64) -> torch.Tensor:
@@ -50,8 +49,6 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path, layout: str, ops
                 optimize: bool = False) -> Path:
     """Export with dynamic batch and spatial dimensions; returns the path. ``optimize`` runs onnxscript's graph
     optimiser (smaller files; slow on the large graphs the unrolled kernels make)."""
-    from torch.export import Dim
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     spatial = (1, 2) if layout == "BHWC" else (2, 3)
@@ -86,49 +83,51 @@ def verify(path, module: nn.Module, inputs: list[torch.Tensor]) -> list[float]:
 
 
 def run(args, parser) -> int:
-    from .cli import _sizes
-    from .train import parse_overrides
-
-    try:
-        module, layout = build_target(args.block, args.model, parse_overrides(args.overrides), args.dim, args.heads,
-                                      args.checkpoint)
+    def body():
+        module, layout, name = build_target(args.block, args.model, parse_overrides(args.overrides), args.dim,
+                                            args.heads, args.checkpoint)
         channels = args.dim
         example = example_input(layout, args.size, args.batch, channels)
+        print(f"exporting {name} ({layout}, dynamic batch/height/width) to {args.output} ...", flush=True)
         path = export_onnx(module, example, args.output, layout, args.opset, args.optimize)
-        print(f"exported {args.block or args.model} ({layout}, dynamic batch/height/width) to {path}")
+        print(f"exported {name} to {path} ({path.stat().st_size / 2 ** 20:.1f} MiB)")
         if args.no_verify:
             return 0
-        sizes = _sizes(args.verify) if args.verify else None
+        sizes = args.verify
         if sizes is None:
             H, W = args.size
             sizes = [(H + 3, W + 5), (max(H - 5, 32 if layout == "BCHW" else 1), W + 1), (H + 16, W + 8)]
         inputs = [example_input(layout, s, b, channels) for s, b in zip(sizes, (1, args.batch, 3), strict=False)]
-        errors = verify(path, module, inputs)
-    except (ValueError, FileNotFoundError, ImportError, AssertionError) as err:
-        print(f"visattn export: error: {err}", file=sys.stderr)
-        return 2
-    worst = max(errors)
-    for x, e in zip(inputs, errors, strict=True):
-        print(f"  onnxruntime vs PyTorch at {tuple(x.shape)}: relative error {e:.2e}")
-    print(f"verified on {len(inputs)} sizes: {'ok' if worst <= args.tolerance else 'FAILED'} "
-          f"(max relative error {worst:.2e}, tolerance {args.tolerance:g})")
-    return 0 if worst <= args.tolerance else 1
+        try:
+            errors = verify(path, module, inputs)
+        except AssertionError as err:
+            print(f"visattn export: verification failed: {err}", file=sys.stderr)
+            return 1
+        worst = max(errors)
+        for x, e in zip(inputs, errors, strict=True):
+            print(f"  onnxruntime vs PyTorch at {tuple(x.shape)}: relative error {e:.2e}")
+        print(f"verified on {len(inputs)} sizes: {'ok' if worst <= args.tolerance else 'FAILED'} "
+              f"(max relative error {worst:.2e}, tolerance {args.tolerance:g})")
+        return 0 if worst <= args.tolerance else 1
+    return exit_code("export", body)
 
 
 def add_arguments(parser) -> None:
-    from .cli import _size
-
-    parser.add_argument("--block", help="a block of the benchmark registry (hilo, dilated, outlook, clo, ...)")
+    parser.add_argument("--block", help="a registered block (hilo, dilated, outlook, clo, ...)")
     parser.add_argument("--model", help="a backbone (see visattn models)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--checkpoint", help="weights: a visattn training checkpoint or an official one (--model)")
-    parser.add_argument("--dim", type=int, default=64, help="block channels (default 64)")
-    parser.add_argument("--heads", type=int, default=4, help="block heads (default 4)")
-    parser.add_argument("--size", type=_size, default=(56, 56), help="export example size HxW (default 56x56)")
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="constructor argument of the block or model")
+    parser.add_argument("--checkpoint", help="weights: a visattn training checkpoint (names its own model) or an "
+                                             "official one (needs --model)")
+    parser.add_argument("--dim", type=positive(int), default=64, help="block channels (default 64)")
+    parser.add_argument("--heads", type=positive(int), default=4, help="block heads (default 4)")
+    parser.add_argument("--size", type=parse_size, default=(56, 56), help="export example size HxW (default 56x56)")
+    parser.add_argument("--batch", type=positive(int), default=2)
     parser.add_argument("--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=18)
-    parser.add_argument("--verify", help="sizes to check with onnxruntime, e.g. 40x48,72x56 (default: three)")
+    parser.add_argument("--opset", type=positive(int, 18), default=18)
+    parser.add_argument("--verify", type=parse_sizes, help="sizes to check with onnxruntime, e.g. 40x48,72x56 "
+                                                           "(default: three)")
     parser.add_argument("--no-verify", action="store_true")
     parser.add_argument("--optimize", action="store_true", help="run the ONNX graph optimiser (slow)")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="max relative error (default 1e-4)")
+    parser.add_argument("--tolerance", type=positive(float, 0.0), default=1e-4,
+                        help="max relative error (default 1e-4)")

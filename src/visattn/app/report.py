@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .bench import format_table
+from .._version import __version__
+from .common import format_table
 
 
 def machine_info(device: str = "cpu") -> dict:
@@ -65,11 +65,8 @@ def write_json(rows: list[dict], meta: dict, path: Path) -> None:
 def write_plot(rows: list[dict], path: Path) -> bool:
     """Latency and peak memory against resolution: columns fwd / fwd+bwd, colour per block, solid fast and dashed
     reference, one marker per batch size. Returns False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # optional dependency (the plot extra); a Figure of its own draws with Agg, no global backend is set
+        from matplotlib.figure import Figure
     except ImportError:
         return False
     blocks = [r for r in rows if r["kind"] == "block"]
@@ -80,7 +77,8 @@ def write_plot(rows: list[dict], path: Path) -> bool:
     batches = sorted({r["batch"] for r in blocks})
     colours = {n: f"C{i}" for i, n in enumerate(names)}
     markers = dict(zip(batches, "osD^v", strict=False))
-    fig, axes = plt.subplots(2, len(modes), figsize=(5.5 * len(modes), 8), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(modes), 8))
+    axes = fig.subplots(2, len(modes), squeeze=False)
     series = {}
     for r in blocks:
         series.setdefault((r["name"], r["impl"], r["batch"], r["mode"]), []).append(
@@ -106,5 +104,4 @@ def write_plot(rows: list[dict], path: Path) -> bool:
     fig.suptitle("visattn blocks: fast (solid) vs reference (dashed)")
     fig.tight_layout(rect=(0, 0.04 + 0.018 * (len(labels) // 4), 1, 0.97))
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True

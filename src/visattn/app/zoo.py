@@ -1,11 +1,12 @@
-"""The model-zoo table: each variant's parameters and MACs as counted here, beside the papers' figures."""
+"""``visattn models``: each variant's parameters and MACs as counted here, beside the papers' figures."""
 
 from __future__ import annotations
 
 import torch
 
-from .macs import count_macs
-from .models import create_model, list_models, model_spec
+from ..macs import count_macs
+from ..models import create_model, list_models, model_spec
+from .common import format_table, header, positive
 
 
 def model_rows(pattern: str = "*", resolution: int = 224, extra_resolutions: bool = True) -> list[dict]:
@@ -35,3 +36,23 @@ def model_rows(pattern: str = "*", resolution: int = 224, extra_resolutions: boo
                 diff="-" if paper_macs is None else f"{100 * (macs / paper_macs - 1):+.1f}%",
                 top1=top1, note=note))
     return rows
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("pattern", nargs="?", default="*", help="shell pattern of model names (default: all)")
+    parser.add_argument("--resolution", type=positive(int, 32), default=224, help="square input size (default 224)")
+    parser.add_argument("--no-extra", action="store_true", help="skip the fine-tuned high-resolution rows")
+
+
+def run(args, parser) -> int:
+    print(header())
+    print(f"backbones: parameters and multiply-adds counted by visattn.count_macs at {args.resolution}x"
+          f"{args.resolution} (batch 1), beside the papers' figures\n")
+    rows = model_rows(args.pattern, args.resolution, extra_resolutions=not args.no_extra)
+    if not rows:
+        parser.error(f"no model matches {args.pattern!r}")
+    print(format_table(rows, [("model", "model", ""), ("params_m", "params M", ".2f"),
+                              ("paper_params_m", "paper M", ".2f"), ("gmacs", "GMACs", ".2f"),
+                              ("paper_gmacs", "paper G", ""), ("diff", "diff", ""), ("top1", "top-1", ".1f"),
+                              ("note", "note", "")]))
+    return 0

@@ -1,0 +1,32 @@
+"""The one place where code asks how it is being run: traced (``torch.compile``, ``torch.export``, the ONNX
+exporter) or eager, and whether autograd is recording.
+
+Kernels use :func:`is_tracing` to keep traced graphs free of branches on symbolic sizes (pad unconditionally
+instead of ``if H % ws``) and to avoid ``out=`` writes into strided slices (dynamo rejects them), and
+:func:`records_grad` to choose between an autograd function that saves little and a buffered inference path.
+:func:`check` raises a user error in eager mode and records the same condition as a runtime assertion while
+tracing, so every check runs on every path.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def is_tracing() -> bool:
+    """True while dynamo traces (``torch.compile``, ``torch.export``, ``torch.onnx.export(dynamo=True)``)."""
+    return torch.compiler.is_compiling()
+
+
+def records_grad(*tensors: torch.Tensor) -> bool:
+    """True when autograd is on and records an operation on any of ``tensors``."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def check(condition, message: str, error: type[Exception] = ValueError) -> None:
+    """Raise ``error(message)`` when ``condition`` is false. While tracing, a condition on symbolic sizes
+    becomes ``torch._check`` (a runtime assertion, not a guard that would specialise the graph)."""
+    if is_tracing():
+        torch._check(condition, lambda: message)
+    elif not condition:
+        raise error(message)

@@ -1,0 +1,106 @@
+"""``visattn bench``: blocks (and backbones) at several sizes and batches, fast path beside the official
+formulation; a table on stdout, ``bench.csv``, ``bench.json`` (with the machine) and ``bench.png``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..attention import list_blocks
+from ..models import list_models
+from .common import Progress, header, parse_ints, parse_list, parse_sizes, positive
+from .report import add_ratios, machine_info, table, write_csv, write_json, write_plot
+from .timing import Case, measure_group
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--blocks", help="comma-separated blocks (default: the four paper blocks; also "
+                                         "hilo_lit, window, sra, mhsa)")
+    parser.add_argument("--sizes", type=parse_sizes, default=[(28, 28), (56, 56), (80, 48)],
+                        help="feature-map sizes, e.g. 28,56,80x48 (default)")
+    parser.add_argument("--batch", type=parse_ints, default=[1, 8], help="batch sizes (default 1,8)")
+    parser.add_argument("--dim", type=positive(int), default=64, help="channels (default 64)")
+    parser.add_argument("--heads", type=positive(int), default=4, help="heads (default 4)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    parser.add_argument("--mode", choices=["fwd", "fwdbwd", "both"], default="both",
+                        help="forward only, forward+backward, or both (default)")
+    parser.add_argument("--impl", choices=["fast", "reference", "both"], default="both")
+    parser.add_argument("--models", help="comma-separated backbones to time (images/s)")
+    parser.add_argument("--model-size", type=positive(int, 32), default=224, help="backbone input size (default 224)")
+    parser.add_argument("--model-batch", type=parse_ints, help="backbone batch sizes (default 1,8 on CPU, 1,64 on GPU)")
+    parser.add_argument("--warmup", type=positive(int, 0), default=2)
+    parser.add_argument("--repeat", type=positive(int), default=5)
+    parser.add_argument("--out", default="bench-out", help="folder for bench.csv, bench.json, bench.png")
+    parser.add_argument("--no-plot", action="store_true")
+
+
+def _groups(args, device: str) -> list[list[Case]]:
+    blocks = parse_list(args.blocks) if args.blocks else ([] if args.models else list_blocks(paper_only=True))
+    models = parse_list(args.models) if args.models else []
+    impls = ["fast", "reference"] if args.impl == "both" else [args.impl]
+    modes = ["fwd", "fwdbwd"] if args.mode == "both" else [args.mode]
+    groups = []
+    for name in blocks:
+        for size in args.sizes:
+            for batch in args.batch:
+                for mode in modes:
+                    groups.append([Case("block", name, size, batch, impl, mode, args.dim, args.heads, args.dtype,
+                                        device) for impl in impls])
+    model_batches = args.model_batch or ([1, 64] if device.startswith("cuda") else [1, 8])
+    for name in models:
+        for batch in model_batches:
+            for mode in modes:
+                groups.append([Case("model", name, (args.model_size,) * 2, batch, impl, mode, dtype=args.dtype,
+                                    device=device) for impl in impls])
+    return groups
+
+
+def run(args, parser) -> int:
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda requested but CUDA is not available")
+    for b in parse_list(args.blocks or ""):
+        if b not in list_blocks():
+            parser.error(f"unknown block {b!r}; choose from {', '.join(list_blocks())}")
+    for m in parse_list(args.models or ""):
+        if m not in list_models():
+            parser.error(f"unknown model {m!r}; choose from {', '.join(list_models())}")
+    groups = _groups(args, device)
+    meta = machine_info(device)
+    print(header())
+    print(f"device {device}, {args.dtype}; latency = median of {args.repeat} round-robin repeats after "
+          f"{args.warmup} warm-up calls; peak = tensors allocated during one call; reference = the official "
+          f"formulation\n", flush=True)
+    progress = Progress(len(groups))
+    rows = []
+    for group in groups:
+        c = group[0]
+        try:
+            rows += measure_group(group, args.warmup, args.repeat)
+        except (RuntimeError, torch.OutOfMemoryError) as err:
+            if "memory" not in str(err).lower():
+                raise
+            rows += [dict(kind=g.kind, name=g.name, size=g.size, batch=g.batch, impl=g.impl, mode=g.mode, dim=g.dim,
+                          heads=g.heads, dtype=g.dtype, device=g.device, error="out of memory") for g in group]
+        progress.step(f"{c.name} {c.size[0]}x{c.size[1]} B{c.batch} {c.mode}")
+    ok = add_ratios([r for r in rows if "error" not in r])
+    print(table(ok))
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']} {r['size'][0]}x{r['size'][1]} B{r['batch']} {r['mode']} {r['impl']}: {r['error']}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "bench.csv")
+    write_json(rows, meta, out / "bench.json")
+    written = ["bench.csv", "bench.json"]
+    if not args.no_plot:
+        if write_plot(ok, out / "bench.png"):
+            written.append("bench.png")
+        else:
+            print("(no plot: install the plot extra, pip install 'visattn[plot]')")
+    print(f"\nwrote {', '.join(str(out / w) for w in written)}")
+    return 0

@@ -1,0 +1,138 @@
+"""Helpers every command shares: argument types, ``--set`` overrides, a progress bar, text tables, the header line,
+and the one place where errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import platform
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from .._version import __version__
+
+# exit codes: 2 for a user error (bad argument, missing or unreadable file), 128 + N for a signal
+USER_ERROR = 2
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError, ImportError)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"56"`` -> (56, 56); ``"56x40"`` -> (56, 40)."""
+    parts = text.lower().replace("x", " ").split()
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 56 or 56x40, got {text!r}") from None
+    if len(dims) == 1:
+        dims = dims * 2
+    if len(dims) != 2 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"size must look like 56 or 56x40 with sides >= 1, got {text!r}")
+    return dims
+
+
+def parse_list(text: str) -> list[str]:
+    return [t for t in text.replace(" ", ",").split(",") if t]
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    return [parse_size(t) for t in parse_list(text)]
+
+
+def parse_ints(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in parse_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def positive(kind: Callable = int, minimum=1) -> Callable[[str], object]:
+    """An argparse type: a number of ``kind`` that is finite and >= ``minimum``."""
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value == value or value in (float("inf"), float("-inf")) or value < minimum:  # NaN fails ==
+            raise argparse.ArgumentTypeError(f"expected a finite number >= {minimum}, got {text!r}")
+        return value
+    return convert
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a float in [0, 1)."""
+    value = positive(float, 0.0)(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["embed_dim=32", "depths=(1,1,1,1)"]`` -> dict; values are Python literals (strings if they are not)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"model overrides look like key=value (e.g. embed_dim=32), got {item!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
+
+
+def header() -> str:
+    return (f"visattn {__version__} | torch {torch.__version__} | {platform.processor() or platform.machine()} | "
+            f"{torch.get_num_threads()} threads")
+
+
+def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """columns: (key, header, format spec); text columns are left-aligned, numbers right-aligned."""
+    def fmt(v, f):
+        return "-" if v is None else format(v, f)
+
+    cells = [[fmt(r.get(k), f) for k, _, f in columns] for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h, _) in enumerate(columns)]
+    left = [all(isinstance(r.get(k), str) for r in rows) for k, _, _ in columns]
+
+    def join(values):
+        parts = (v.ljust(w) if lf else v.rjust(w) for v, w, lf in zip(values, widths, left, strict=True))
+        return "  ".join(parts).rstrip()
+
+    head = join([h for _, h, _ in columns])
+    return "\n".join([head, "-" * len(head)] + [join(c) for c in cells])
+
+
+class Progress:
+    """A one-line progress bar on stderr (a line per step when stderr is not a terminal)."""
+
+    def __init__(self, total: int, stream=None):
+        self.total, self.done, self.stream = total, 0, stream or sys.stderr
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+        self.start = time.perf_counter()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        width = 24
+        filled = int(width * self.done / max(self.total, 1))
+        elapsed = time.perf_counter() - self.start
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:5.0f}s {label}"
+        if self.tty:
+            self.stream.write("\r" + line[:110].ljust(110) + ("\n" if self.done == self.total else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def exit_code(command: str, fn: Callable[[], int | None]) -> int:
+    """Run a command body; a user error prints ``visattn COMMAND: error: ...`` and returns 2."""
+    try:
+        return fn() or 0
+    except USER_ERRORS as err:
+        print(f"visattn {command}: error: {err}", file=sys.stderr)
+        return USER_ERROR

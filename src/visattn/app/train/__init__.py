@@ -1,0 +1,27 @@
+"""``visattn train``: train any registered backbone, on one process or many (``torchrun``), and resume exactly.
+
+* Data: the bundled digits set (default) or ``--data root`` with ``root/{train,val}/<class>/*``.
+* ``--batch-size`` is the global batch, split evenly across ``torchrun`` processes.
+* ``OUTPUT`` is locked while a run owns it; a folder that holds a run needs ``--resume`` or ``--overwrite``.
+* Checkpoints are atomic, sealed with their SHA-256, written after every epoch and at SIGTERM / SIGINT.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..common import exit_code
+from .config import TrainConfig, add_arguments, config_from_args
+from .loop import Interrupted, train
+
+__all__ = ["Interrupted", "TrainConfig", "add_arguments", "run", "train"]
+
+
+def run(args, parser) -> int:
+    def body():
+        try:
+            train(config_from_args(args))
+        except Interrupted as stop:
+            print(f"visattn train: {stop}; stopping (continue with --resume)", file=sys.stderr, flush=True)
+            return 128 + stop.signum
+    return exit_code("train", body)

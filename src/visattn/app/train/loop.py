@@ -1,0 +1,225 @@
+"""The training loop of ``visattn train``: data, model, optimisation, checkpoints after every epoch and at a
+signal, exact resume.
+
+* Scale-out: ``torchrun --nproc_per_node N -m visattn train ...`` (gloo on CPU, NCCL on GPU); ``batch_size`` is the
+  global batch, split evenly across ranks, and the ranks' batches together are exactly the single-process batch.
+* A checkpoint (``OUTPUT/checkpoint.pt``) holds the model, optimizer, scheduler, scaler, EMA, every rank's RNG
+  state, the epoch and the position inside it; it is written atomically and sealed with its SHA-256 after every
+  epoch and when SIGTERM or SIGINT arrives (data-loader workers ignore both, so a signal to the whole process group
+  still ends in a checkpoint). With a fixed seed on CPU a resumed run ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ...checkpoint import load_file, save_checkpoint
+from ...models import create_model
+from .. import data as datasets
+from ..common import Progress
+from .config import TrainConfig
+from .optim import ModelEMA, adamw, warmup_cosine
+from .runtime import Runtime
+from .state import RunFolder, rng_state, set_rng_state
+
+
+class Interrupted(Exception):
+    """The run stopped at a signal after writing its checkpoint; ``signum`` is the signal."""
+
+    def __init__(self, signum: int, epoch: int, step: int):
+        super().__init__(f"{signal.Signals(signum).name}: checkpoint saved at epoch {epoch}, step {step}")
+        self.signum = signum
+
+
+class _Signals:
+    """SIGTERM / SIGINT set a flag; the loop checkpoints at the next step boundary (all ranks agree on which)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def _ignore_signals(worker_id: int) -> None:
+    """Data-loader workers leave SIGTERM / SIGINT to the main process, which stops them after its checkpoint."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, ds, rt: Runtime, batch_size: int = 256) -> float:
+    """Top-1 on ``ds``; each rank scores a disjoint shard (no padded duplicates) and the counts are summed."""
+    model.eval()
+    shard = torch.utils.data.Subset(ds, range(rt.rank, len(ds), rt.world))
+    correct = total = 0
+    for x, y in DataLoader(shard, batch_size=batch_size):
+        pred = model(x.to(rt.device)).argmax(dim=1).cpu()
+        correct += int((pred == y).sum())
+        total += len(y)
+    correct, total = rt.sum(correct, total)
+    return correct / max(total, 1)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.amp == "none":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run training; returns the final metrics (rank 0's view). Raises :class:`Interrupted` after a signal."""
+    cfg.check()
+    rt = Runtime(cfg.device)
+    folder = None
+    try:
+        if cfg.batch_size % rt.world:
+            raise ValueError(f"--batch-size {cfg.batch_size} (global) must be divisible by the {rt.world} processes")
+        if rt.main:
+            folder = RunFolder(cfg.output, cfg.resume, cfg.overwrite)
+        metrics = _train(cfg, rt)
+    except BaseException as err:
+        if folder is not None:
+            folder.release(failed=not isinstance(err, Interrupted))
+        raise
+    finally:
+        rt.close()
+    if folder is not None:
+        folder.release()
+    return metrics
+
+
+def _train(cfg: TrainConfig, rt: Runtime) -> dict:
+    out = Path(cfg.output)
+    ckpt_path = out / "checkpoint.pt"
+    size = cfg.input_size()
+    train_ds = datasets.build(cfg.data, "train", size)
+    classes = getattr(train_ds, "classes", None)
+    val_ds = datasets.build(cfg.data, "val", size, classes)
+    n_classes = datasets.num_classes(train_ds)
+
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    random.seed(cfg.seed)
+    model = create_model(cfg.model_name(), num_classes=n_classes, **cfg.model_overrides()).to(rt.device)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay)
+    per_rank = cfg.batch_size // rt.world
+    sampler = DistributedSampler(train_ds, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=cfg.seed)
+    steps_per_epoch = len(sampler) // per_rank
+    if steps_per_epoch == 0:
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train_ds)} images)")
+    total = steps_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(max(1, round(cfg.warmup_epochs * steps_per_epoch)), total))
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=cfg.amp == "fp16")
+    ema = ModelEMA(model, cfg.ema) if cfg.ema > 0 else None
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    start_epoch, skip, step = 0, 0, 0
+    if cfg.resume and ckpt_path.exists():
+        state = load_file(ckpt_path)
+        if not (isinstance(state, dict) and state.get("model_name") == cfg.model_name()):
+            raise ValueError(f"{ckpt_path} is not a checkpoint of this run's model {cfg.model_name()!r}; resume with "
+                             f"the same --model and --set, or pass --overwrite to start afresh")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.module.load_state_dict(state["ema"])
+        start_epoch, skip, step = state["epoch"], state["step_in_epoch"], state["step"]
+        set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
+        if rt.main and not cfg.quiet:
+            print(f"resumed from {ckpt_path}: epoch {start_epoch}, step {skip} of {steps_per_epoch}", flush=True)
+    elif cfg.resume and rt.main and not cfg.quiet:
+        print(f"--resume: no checkpoint at {ckpt_path}, starting from scratch", flush=True)
+    ddp = nn.parallel.DistributedDataParallel(model) if rt.distributed else model
+
+    def checkpoint(epoch: int, step_in_epoch: int) -> None:
+        states = rt.gather(rng_state())  # every rank's RNG state, so a resumed run draws the same dropout masks
+        if rt.main:
+            save_checkpoint(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                                 ema=None if ema is None else ema.module.state_dict(), rng=states, epoch=epoch,
+                                 step_in_epoch=step_in_epoch, step=step, config=asdict(cfg),
+                                 model_name=cfg.model_name(), model_args=dict(cfg.model_overrides(),
+                                                                              num_classes=n_classes),
+                                 classes=classes, input_size=size), ckpt_path)
+
+    signals = _Signals()
+    metrics = {}
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            sampler.set_epoch(epoch)
+            # its own generator: creating the iterator must not draw from the global RNG (exact resume)
+            loader = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, drop_last=True,
+                                num_workers=cfg.workers, generator=torch.Generator().manual_seed(cfg.seed + epoch),
+                                worker_init_fn=_ignore_signals if cfg.workers else None)
+            ddp.train()
+            progress = Progress(steps_per_epoch - skip) if rt.main and not cfg.quiet else None
+            loss_sum = correct = seen = 0.0
+            t0 = time.perf_counter()
+            for i, (x, y) in enumerate(loader):
+                if i < skip:
+                    continue
+                x, y = x.to(rt.device), y.to(rt.device)
+                with _autocast(cfg, rt.device):
+                    logits = ddp(x)
+                    loss = criterion(logits.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                if cfg.clip_grad > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                if ema is not None:
+                    ema.update(model)
+                if step <= cfg.log_steps:  # global mean loss of this step, for step-by-step comparisons
+                    total_loss, count = rt.sum(float(loss) * len(y), len(y))
+                    if rt.main:
+                        with open(out / "steps.jsonl", "a") as f:
+                            f.write(json.dumps(dict(step=step, loss=total_loss / count)) + "\n")
+                loss_sum += float(loss) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                if progress is not None:
+                    rate = seen * rt.world / (time.perf_counter() - t0)
+                    progress.step(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f} {rate:.0f} img/s")
+                if rt.any(signals.received is not None):
+                    checkpoint(epoch, i + 1)
+                    del loader  # stops the workers
+                    raise Interrupted(signals.received or signal.SIGTERM, epoch, i + 1)
+            skip = 0
+            loss_sum, correct, seen = rt.sum(loss_sum, correct, seen)
+            elapsed = time.perf_counter() - t0
+            rt.broadcast_buffers(model)  # score with rank 0's BatchNorm statistics everywhere
+            top1 = evaluate(ema.module if ema is not None else model, val_ds, rt)
+            metrics = dict(epoch=epoch + 1, step=step, train_loss=loss_sum / max(seen, 1),
+                           train_top1=correct / max(seen, 1), val_top1=top1, lr=scheduler.get_last_lr()[0],
+                           images_per_s=seen / elapsed, epoch_time_s=elapsed, world_size=rt.world)
+            checkpoint(epoch + 1, 0)
+            if rt.main:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                if not cfg.quiet:
+                    print(f"epoch {epoch + 1}: loss {metrics['train_loss']:.4f}  held-out top-1 {top1:.4f}  "
+                          f"{metrics['images_per_s']:.0f} img/s", flush=True)
+    finally:
+        signals.restore()
+    return metrics
