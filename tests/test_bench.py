@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from visattn.app.timing import Case, case_macs, measure_group
 from visattn.app.cli import main
+from visattn.app.timing import Case, case_macs, measure_group
 
 
 def test_tiny_sweep_writes_valid_outputs(tmp_path, capsys):

@@ -6,8 +6,7 @@ import sys
 import pytest
 import torch
 
-from visattn import count_macs
-from visattn import create_block, list_blocks
+from visattn import count_macs, create_block, list_blocks
 from visattn.app.cli import main
 
 

@@ -212,8 +212,8 @@ def test_bf16_autocast_and_ema_training_and_eval_of_the_ema_weights(tmp_path):
 
 
 def test_eval_and_export_of_an_official_checkpoint(tmp_path):
-    from visattn.app.weights import load_model
     from visattn.app.export import build_target
+    from visattn.app.weights import load_model
 
     golden = torch.load(Path(__file__).parent / "fixtures" / "goldens" / "backbone_litv2_cls__e16_d1111__64x64.pt",
                         weights_only=False)

@@ -43,7 +43,8 @@ class WindowAttention(nn.Module):
         Hp, Wp = H + pad_h, W + pad_w
         qkv = self.qkv(xp).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
         # qkv: (3, B, nh, Hp, Wp, hd)
-        out = window_attention(qkv[0], qkv[1], qkv[2], ws, self.scale, dropout_p(self), self.impl)  # (B, nh, Hp, Wp, hd)
+        out = window_attention(qkv[0], qkv[1], qkv[2], ws, self.scale, dropout_p(self), self.impl)
+        # out: (B, nh, Hp, Wp, hd)
         out = out[:, :, :H, :W].permute(0, 2, 3, 1, 4).reshape(B, H, W, C)  # (B, H, W, C)
         return self.proj_drop(self.proj(out))
 

@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from .. import _validate
-from ..functional import dilated_attention
-from ..functional import linear_from_channels_first, linear_to_channels_first
+from ..functional import dilated_attention, linear_from_channels_first, linear_to_channels_first
 from ._common import dropout_p, setup_heads
 
 
