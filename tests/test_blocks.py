@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from conftest import CONFIGS, REFERENCES, SIZES, build
-from visattn import ChannelsFirst, TokenSequence
+from visattn import ChannelsFirst, OutlookAttention, TokenSequence
+from visattn.attention import official_forward
 
 
 @pytest.mark.parametrize("impl", ["fast", "reference"])
@@ -53,3 +54,23 @@ def test_adapters_equal_channels_last(config_name):
 
 def test_every_config_is_listed():
     assert {cls for cls, _ in CONFIGS.values()} == set(REFERENCES)
+
+
+def official_applies(block):
+    """The official formulations run where the official code runs (outlook: odd k and padding k // 2)."""
+    return not isinstance(block, OutlookAttention) or (block.kernel_size % 2 and block.padding == block.kernel_size // 2)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (7, 7), (13, 10)], ids=lambda hw: f"{hw[0]}x{hw[1]}")
+def test_official_formulation_equals_loop_reference_and_both_paths(config_name, hw):
+    """The whole-block oracle (what the benchmark measures against) agrees with the loops and with both paths."""
+    block = build(config_name)
+    if not official_applies(block):
+        pytest.skip("the official outlook formulation needs padding = kernel_size // 2")
+    x = torch.randn(2, *hw, block.dim, dtype=torch.float64)
+    with torch.no_grad():
+        expected = official_forward(block, x)
+        torch.testing.assert_close(expected, REFERENCES[type(block)](block, x))
+        for impl in ("fast", "reference"):
+            block.impl = impl
+            torch.testing.assert_close(block(x), expected)

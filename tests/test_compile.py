@@ -19,12 +19,13 @@ def check(name, train):
         assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-def test_compile_dilated_inference():
-    check("dilated", train=False)
+# compiling these three takes 30-90 s each on a 2-core CPU: run with -m slow
+SLOW = {("outlook", False), ("outlook", True), ("dilated", True)}
+CASES = [pytest.param(name, train, id=f"{name}-{'fwdbwd' if train else 'fwd'}",
+                      marks=[pytest.mark.slow] if (name, train) in SLOW else [])
+         for name in list_blocks() for train in (False, True)]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("train", [False, True], ids=["fwd", "fwdbwd"])
-@pytest.mark.parametrize("name", list_blocks())
+@pytest.mark.parametrize("name,train", CASES)
 def test_compile_every_block(name, train):
     check(name, train)

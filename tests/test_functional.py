@@ -93,3 +93,21 @@ def test_kernel_size_one_is_identity_on_values():
     q, k, v = (rand(2, 2, 4, 5, 3, seed=s) for s in range(3))
     torch.testing.assert_close(Fv.dilated_attention(q, k, v, 1, 1), v)
     torch.testing.assert_close(Fv.window_attention(q, k, v, 1), v)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("ks,p,s", [(3, 1, 1), (3, 1, 2), (2, 0, 2), (5, 2, 3)])
+def test_outlook_attention_is_softmax_then_aggregate(impl, ks, p, s):
+    """The fused kernel equals softmax(logits * scale) followed by the loop aggregation, forward and backward."""
+    H, W, scale = 6, 5, 0.7
+    h, w = Fv.outlook_grid(H, W, s)
+    logits = rand(2, 2, h, w, ks * ks, ks * ks, seed=6).requires_grad_()
+    v = rand(2, 2, H, W, 3, seed=7).requires_grad_()
+    out = Fv.outlook_attention(logits, v, ks, p, s, scale, impl=impl)
+    expected = loops.outlook_aggregate((logits * scale).softmax(-1), v, ks, p, s)
+    torch.testing.assert_close(out, expected)
+    g = rand(*out.shape, seed=8)
+    got = torch.autograd.grad(out, (logits, v), g)
+    want = torch.autograd.grad(expected, (logits, v), g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
