@@ -4,6 +4,7 @@ degenerate sizes, with both implementations; fast and reference paths equal in f
 import pytest
 import torch
 
+import visattn
 from conftest import CONFIGS, REFERENCES, SIZES, build
 from visattn import ChannelsFirst, OutlookAttention, TokenSequence
 from visattn.attention import official_forward
@@ -58,7 +59,9 @@ def test_every_config_is_listed():
 
 def official_applies(block):
     """The official formulations run where the official code runs (outlook: odd k and padding k // 2)."""
-    return not isinstance(block, OutlookAttention) or (block.kernel_size % 2 and block.padding == block.kernel_size // 2)
+    if not isinstance(block, OutlookAttention):
+        return True
+    return block.kernel_size % 2 == 1 and block.padding == block.kernel_size // 2
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (2, 3), (7, 7), (13, 10)], ids=lambda hw: f"{hw[0]}x{hw[1]}")
@@ -74,3 +77,25 @@ def test_official_formulation_equals_loop_reference_and_both_paths(config_name, 
         for impl in ("fast", "reference"):
             block.impl = impl
             torch.testing.assert_close(block(x), expected)
+
+
+def test_block_registry_builds_by_name():
+    names = visattn.list_blocks()
+    assert names[:4] == ["hilo", "dilated", "outlook", "clo"] == visattn.list_blocks(paper_only=True)
+    for name in names:
+        block = visattn.create_block(name, 24, 6)
+        assert block(torch.randn(1, 5, 7, 24)).shape == (1, 5, 7, 24)
+    hilo = visattn.create_block("hilo", 32, 4, window_size=3, impl="reference")
+    assert (hilo.ws, hilo.impl, hilo.dim, hilo.num_heads) == (3, "reference", 32, 4)
+    with pytest.raises(ValueError, match=r"does not take \['windowsize'\]; its arguments are: .*window_size"):
+        visattn.create_block("hilo", 32, 4, windowsize=3)
+    with pytest.raises(ValueError, match="unknown block 'hilo2'; choose from hilo, dilated"):
+        visattn.create_block("hilo2")
+    visattn.register_block("test_wide_window", visattn.WindowAttention, lambda d, h: dict(window_size=4))
+    try:
+        assert visattn.create_block("test_wide_window", 16, 2).window_size == 4
+        with pytest.raises(ValueError, match="registered already"):
+            visattn.register_block("test_wide_window", visattn.WindowAttention)
+    finally:
+        from visattn.attention import registry
+        registry._BLOCKS.pop("test_wide_window")

@@ -139,3 +139,55 @@ def test_bad_names_and_arguments():
         model(torch.randn(1, 64, 64, 3))
     with pytest.raises(ValueError, match="stage indices"):
         model.forward_intermediates(torch.randn(1, 3, 64, 64), indices=(4,))
+
+
+@pytest.mark.parametrize("name", ["litv2_s", "dilateformer_tiny", "volo_d1", "cloformer_xxs"])
+def test_every_family_takes_the_common_options(name):
+    model = tiny(name, in_chans=1, num_classes=7, img_size=96, drop_rate=0.1, drop_path_rate=0.05, impl="reference")
+    assert model.default_input_size == (1, 96, 96)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 64, 80)).shape == (2, 7)
+    model.train()
+    torch.manual_seed(0)
+    a = model(torch.randn(2, 1, 64, 64))
+    assert a.shape == (2, 7)
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        tiny(name, num_classes=-1)
+    with pytest.raises(ValueError, match="img_size must be >= 32"):
+        tiny(name, img_size=8)
+
+
+@pytest.mark.parametrize("out_indices", [(3, 1), (2,), (0, 3, 1)])
+def test_feature_extractor_returns_maps_in_the_order_asked(out_indices):
+    fx = tiny("dilateformer_tiny", features_only=True, out_indices=out_indices).eval()
+    assert isinstance(fx, visattn.FeatureExtractor)
+    with torch.no_grad():
+        feats = fx(torch.randn(1, 3, 64, 96))
+    assert len(feats) == len(out_indices) == len(fx.feature_info)
+    for f, info, i in zip(feats, fx.feature_info, out_indices, strict=True):
+        assert info == fx.backbone.stage_info[i]
+        assert f.shape[1] == info["num_chs"] and f.shape[2] == 64 // info["reduction"]
+    with pytest.raises(ValueError, match="repeat a stage"):
+        tiny("dilateformer_tiny", features_only=True, out_indices=(1, 1))
+
+
+def test_register_model_adds_a_variant_row():
+    visattn.register_model("test_litv2_pico", LITv2, dict(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 4)))
+    try:
+        assert "test_litv2_pico" in visattn.list_models("test_*")
+        assert visattn.create_model("test_litv2_pico", num_classes=3).eval()(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+        with pytest.raises(ValueError, match="registered already"):
+            visattn.register_model("test_litv2_pico", LITv2, {})
+    finally:
+        from visattn.models import _registry
+        _registry._REGISTRY.pop("test_litv2_pico")
+    with pytest.raises(ValueError, match=r"LITv2 does not take \['embed_dims'\]"):
+        visattn.register_model("test_bad", LITv2, dict(embed_dims=(1,)))
+    with pytest.raises(TypeError, match="Backbone subclass"):
+        visattn.register_model("test_bad", torch.nn.Linear, {})
+
+
+def test_pretrained_true_says_nothing_is_downloaded():
+    with pytest.raises(ValueError, match="downloads nothing.*pretrained='path/to/volo_d1.pth'"):
+        visattn.create_model("volo_d1", pretrained=True)
