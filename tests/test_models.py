@@ -191,3 +191,43 @@ def test_register_model_adds_a_variant_row():
 def test_pretrained_true_says_nothing_is_downloaded():
     with pytest.raises(ValueError, match="downloads nothing.*pretrained='path/to/volo_d1.pth'"):
         visattn.create_model("volo_d1", pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["litv2_s", "cloformer_xxs", "dilateformer_tiny"])
+def test_grad_checkpointing_in_training_updates_batchnorm_once(name):
+    """Train mode (BatchNorm statistics, drop path): the same outputs, gradients and buffers with checkpointing."""
+    import copy
+
+    base = tiny(name, drop_path_rate=0.1).train()
+    x = torch.randn(2, 3, 64, 64)
+    results = []
+    for enable in (False, True):
+        model = copy.deepcopy(base)
+        model.set_grad_checkpointing(enable)
+        torch.manual_seed(3)
+        out = model(x)
+        out.sum().backward()
+        results.append((out.detach(), [p.grad for p in model.parameters()], [b.clone() for b in model.buffers()]))
+    (o1, g1, b1), (o2, g2, b2) = results
+    torch.testing.assert_close(o1, o2)
+    for a, b in zip(g1 + b1, g2 + b2, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_empty_batches_and_one_bad_image():
+    """B = 0 runs everywhere; a NaN or inf pixel stays inside its own image (LITv2's deformable merging too)."""
+    for name in ["litv2_s", "dilateformer_tiny", "volo_d1", "cloformer_xxs"]:
+        model = tiny(name).eval()
+        with torch.no_grad():
+            assert model(torch.empty(0, 3, 64, 64)).shape == (0, 10)
+            x = torch.randn(3, 3, 64, 64)
+            for bad in (float("nan"), float("inf")):
+                x[1, 0, 10, 10] = bad
+                finite = torch.isfinite(model(x)).all(dim=1)
+                assert finite.tolist() == [True, False, True], (name, bad)
+    for block_name in visattn.list_blocks():
+        for impl in ("fast", "reference"):
+            block = visattn.create_block(block_name, 16, 4, impl=impl)
+            x = torch.randn(0, 5, 6, 16, requires_grad=True)
+            block(x).sum().backward()
+            assert x.grad.shape == x.shape

@@ -188,3 +188,25 @@ def test_pooling_extension_for_maps_smaller_than_the_window():
 def test_type_names_exported():
     for cls in (HiLoAttention, MultiScaleDilatedAttention, OutlookAttention, CloAttention):
         assert cls.__module__.startswith("visattn.attention")
+
+
+@pytest.mark.parametrize("name", ["msda_k3_d123", "outlook_k3p1s1", "outlook_k3p1s2", "outlook_k2p0s2"])
+def test_second_derivatives_and_torch_func_match_the_reference_path(name):
+    """Higher derivatives and torch.func transforms through the fast path's custom autograd functions give the
+    reference path's numbers (never a silent zero)."""
+    from torch.func import grad, vmap
+
+    fast, ref = build(name), build(name, impl="reference")
+    x = torch.randn(2, 5, 6, fast.dim, dtype=torch.float64)
+
+    def second(block):
+        xi = x.clone().requires_grad_()
+        g, = torch.autograd.grad(block(xi).pow(2).sum(), xi, create_graph=True)
+        return torch.autograd.grad(g.pow(2).sum(), xi)[0]
+
+    expected = second(ref)
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(second(fast), expected)
+    loss = {b: (lambda inp, b=b: b(inp).pow(2).sum()) for b in (fast, ref)}
+    torch.testing.assert_close(grad(loss[fast])(x), grad(loss[ref])(x))
+    torch.testing.assert_close(vmap(fast)(x[:, None]), vmap(ref)(x[:, None]))

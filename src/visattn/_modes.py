@@ -3,7 +3,8 @@ exporter) or eager, and whether autograd is recording.
 
 Kernels use :func:`is_tracing` to keep traced graphs free of branches on symbolic sizes (pad unconditionally
 instead of ``if H % ws``) and to avoid ``out=`` writes into strided slices (dynamo rejects them), and
-:func:`records_grad` to choose between an autograd function that saves little and a buffered inference path.
+:func:`records_grad` to choose between an autograd function that saves little and a buffered inference path;
+inside ``torch.func`` transforms (:func:`under_transform`) kernels use plain differentiable operations instead.
 :func:`check` raises a user error in eager mode and records the same condition as a runtime assertion while
 tracing, so every check runs on every path.
 """
@@ -21,6 +22,11 @@ def is_tracing() -> bool:
 def records_grad(*tensors: torch.Tensor) -> bool:
     """True when autograd is on and records an operation on any of ``tensors``."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def under_transform() -> bool:
+    """True inside a ``torch.func`` transform (grad, vmap, jacrev...): custom autograd functions are avoided."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def check(condition, message: str, error: type[Exception] = ValueError) -> None:

@@ -82,6 +82,7 @@ class SpatialReductionAttention(nn.Module):
             else:
                 reduced = self.sr(x.permute(0, 3, 1, 2))  # (B, C, H/r, W/r)
             src = self.norm(reduced.permute(0, 2, 3, 1))  # (B, H/r, W/r, C)
-        kv = self.kv(src).reshape(B, -1, 2, nh, hd).permute(2, 0, 3, 1, 4)  # (2, B, nh, M, hd)
+        M = src.shape[1] * src.shape[2]  # explicit: B may be 0
+        kv = self.kv(src).reshape(B, M, 2, nh, hd).permute(2, 0, 3, 1, 4)  # (2, B, nh, M, hd)
         out = attention(q, kv[0], kv[1], self.scale, dropout_p(self), self.impl)  # (B, nh, N, hd)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, H, W, C)))

@@ -102,7 +102,8 @@ class CloAttention(nn.Module):
             kernel = (min(ws, H), min(ws, W))
             pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), kernel, kernel).permute(0, 2, 3, 1)  # (B, H', W', C)
         kv = pointwise(self.global_kv.weight, self.global_kv.bias, pooled)  # (B, H', W', 2*gh*hd)
-        kv = kv.reshape(B, -1, 2, gh, hd).permute(2, 0, 3, 1, 4)  # (2, B, gh, M, hd)
+        M = kv.shape[1] * kv.shape[2]  # explicit: B may be 0
+        kv = kv.reshape(B, M, 2, gh, hd).permute(2, 0, 3, 1, 4)  # (2, B, gh, M, hd)
         out = attention(q, kv[0], kv[1], self.scale, dropout_p(self), self.impl)  # (B, gh, N, hd)
         return out.transpose(1, 2).reshape(B, H, W, gh * hd)  # (B, H, W, gh*hd)
 

@@ -79,7 +79,8 @@ class HiLoAttention(nn.Module):
                 pooled = pooled.flatten(2).transpose(1, 2)  # (B, M, C)
             else:
                 pooled = x.reshape(B, H * W, C)  # (B, N, C)
-            kv = self.l_kv(pooled).reshape(B, -1, 2, self.l_heads, hd).permute(2, 0, 3, 1, 4)  # (2, B, nh_lo, M, hd)
+            kv = self.l_kv(pooled).reshape(B, pooled.shape[1], 2, self.l_heads, hd)  # (B, M, 2, nh_lo, hd)
+            kv = kv.permute(2, 0, 3, 1, 4)  # (2, B, nh_lo, M, hd)
             lo = attention(q, kv[0], kv[1], self.scale, p, self.impl)  # (B, nh_lo, N, hd)
             lo = lo.transpose(1, 2).reshape(B, H, W, self.l_dim)  # (B, H, W, l_dim)
             outs.append((self.l_proj, lo))

@@ -47,7 +47,8 @@ def hilo(block: HiLoAttention, x: torch.Tensor) -> torch.Tensor:
     if block.l_heads:
         q = block.l_q(xp).reshape(B, Hp * Wp, block.l_heads, hd).permute(0, 2, 1, 3)  # (B, nh_lo, Np, hd)
         src = F.avg_pool2d(xp.permute(0, 3, 1, 2), ws).permute(0, 2, 3, 1) if ws > 1 else xp  # (B, Hp/ws, Wp/ws, C)
-        kv = block.l_kv(src.reshape(B, -1, C)).reshape(B, -1, 2, block.l_heads, hd)  # (B, M, 2, nh_lo, hd)
+        M = src.shape[1] * src.shape[2]  # explicit sizes: B may be 0
+        kv = block.l_kv(src.reshape(B, M, C)).reshape(B, M, 2, block.l_heads, hd)  # (B, M, 2, nh_lo, hd)
         kv = kv.permute(2, 0, 3, 1, 4)  # (2, B, nh_lo, M, hd)
         o = _softmax_attention(block, q, kv[0], kv[1]).transpose(1, 2)  # (B, Np, nh_lo, hd)
         outs.append(block.l_proj(o.reshape(B, Hp, Wp, block.l_dim)))  # (B, Hp, Wp, l_dim)
@@ -110,15 +111,16 @@ def clo(block: CloAttention, x: torch.Tensor) -> torch.Tensor:
             gate = F.dropout(gate, block.attn_drop)
         res.append(gate * v)
     if block.global_heads:
-        q = block.global_q(xc).reshape(B, -1, hd, H * W).transpose(-1, -2).contiguous()  # (B, gh, N, hd)
+        gh = block.global_heads
+        q = block.global_q(xc).reshape(B, gh, hd, H * W).transpose(-1, -2).contiguous()  # (B, gh, N, hd)
         pooled = xc
         if block.window_size > 1:
             kernel = (min(block.window_size, H), min(block.window_size, W))
             pooled = F.avg_pool2d(xc, kernel, kernel)  # (B, C, H', W')
         M = pooled.shape[2] * pooled.shape[3]
-        kv = block.global_kv(pooled).view(B, 2, -1, hd, M).permute(1, 0, 2, 4, 3).contiguous()  # (2, B, gh, M, hd)
+        kv = block.global_kv(pooled).view(B, 2, gh, hd, M).permute(1, 0, 2, 4, 3).contiguous()  # (2, B, gh, M, hd)
         o = _softmax_attention(block, q, kv[0], kv[1])  # (B, gh, N, hd)
-        res.append(o.transpose(2, 3).reshape(B, -1, H, W).contiguous())  # (B, gh*hd, H, W)
+        res.append(o.transpose(2, 3).reshape(B, gh * hd, H, W).contiguous())  # (B, gh*hd, H, W)
     out = block.proj(torch.cat(res, dim=1))  # (B, C, H, W)
     return block.proj_drop(out.permute(0, 2, 3, 1))  # (B, H, W, C)
 

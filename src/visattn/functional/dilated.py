@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
-from .._modes import records_grad
+from .._modes import records_grad, under_transform
 from ._buffers import dot_into
 from ._counting import counted
+from ._recompute import differentiable_grads
 
 
 def _check(q, k, v, kernel_size, dilation):
@@ -78,7 +79,7 @@ def _fast(q, k, v, ks, r, scale, dropout_p):
     qc, kc, vc = (t.permute(0, 1, 4, 2, 3) for t in (q, k, v))  # (B, nh, hd, H, W)
     shifts = [(a * r, b * r) for a in range(ks) for b in range(ks)]
     needs_grad = records_grad(q, k, v)
-    if needs_grad and dropout_p > 0:
+    if under_transform() or (needs_grad and dropout_p > 0):
         return _fast_autograd(qc, kc, vc, r * (ks // 2), shifts, scale, dropout_p).permute(0, 1, 3, 4, 2)
     if needs_grad:
         return _DilatedAttention.apply(qc, kc, vc, r * (ks // 2), shifts, scale).permute(0, 1, 3, 4, 2)
@@ -110,7 +111,8 @@ def _attend(qc, kc, vc, pad, shifts, scale, dropout_p=0.0):
 
 
 class _DilatedAttention(torch.autograd.Function):
-    """Saves only q, k, v; the attention map is recomputed in backward (as flash attention does)."""
+    """Saves only q, k, v; the attention map is recomputed in backward (as flash attention does). A backward that
+    builds a graph (``create_graph=True``: higher derivatives) recomputes with differentiable operations."""
 
     @staticmethod
     def forward(ctx, qc, kc, vc, pad, shifts, scale):
@@ -119,10 +121,12 @@ class _DilatedAttention(torch.autograd.Function):
         return _attend(qc.contiguous(), kc, vc, pad, shifts, scale)[0]
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, gout):
         qc, kc, vc = ctx.saved_tensors
         pad, shifts, scale = ctx.pad, ctx.shifts, ctx.scale
+        if torch.is_grad_enabled():  # create_graph: the gradient must itself be differentiable
+            return (*differentiable_grads(_fast_autograd, (qc, kc, vc), (pad, shifts, scale, 0.0), gout),
+                    None, None, None)
         qc, gout = qc.contiguous(), gout.contiguous()
         B, nh, hd, H, W = qc.shape
         _, attn, vp = _attend(qc, kc, vc, pad, shifts, scale)
@@ -146,11 +150,14 @@ class _DilatedAttention(torch.autograd.Function):
 
 
 def _fast_autograd(qc, kc, vc, pad, shifts, scale, dropout_p):
-    """The same computation from differentiable ops (used with attention dropout, which needs its mask)."""
+    """The same computation from differentiable ops: with attention dropout (which needs its mask), inside
+    ``torch.func`` transforms, and for higher derivatives."""
     H, W = qc.shape[-2:]
     kp, vp = _pad(kc, pad), _pad(vc, pad)
     logits = torch.stack([(qc * kp[..., a:a + H, b:b + W]).sum(2) for a, b in shifts], dim=2)  # (B, nh, k*k, H, W)
-    attn = F.dropout((logits * scale).softmax(dim=2), dropout_p)
+    attn = (logits * scale).softmax(dim=2)
+    if dropout_p > 0:
+        attn = F.dropout(attn, dropout_p)
     out = attn[:, :, 0, None] * vp[..., :H, :W]  # (B, nh, hd, H, W)
     for i, (a, b) in enumerate(shifts[1:], start=1):
         out = out.addcmul(attn[:, :, i, None], vp[..., a:a + H, b:b + W])

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
-from .._modes import check, records_grad
+from .._modes import check, records_grad, under_transform
 from ._buffers import dot_into
 from ._counting import counted
+from ._recompute import differentiable_grads
 
 
 def outlook_grid(H: int, W: int, stride: int) -> tuple[int, int]:
@@ -56,7 +57,7 @@ def outlook_aggregate(attn, v, kernel_size: int = 3, padding: int = 1, stride: i
     _check_shapes(attn, v, ks, s)
     B, nh, H, W, hd = v.shape
     h, w = attn.shape[2:4]
-    fn = _reference if impl == "reference" else _fast
+    fn = _reference if impl == "reference" or under_transform() else _fast
     return counted("outlook_aggregate", B * nh * h * w * ks ** 4 * hd, fn, attn, v, ks, p, s)
 
 
@@ -68,7 +69,7 @@ def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride:
     only the normalised weights and v for backward and computes the softmax gradient in place.
     """
     _validate.impl(impl)
-    if impl == "reference":
+    if impl == "reference" or under_transform():  # torch.func: plain differentiable operations
         return outlook_aggregate((logits * scale).softmax(dim=-1), v, kernel_size, padding, stride, impl)
     if not records_grad(logits, v):
         ac = logits.permute(0, 1, 4, 5, 2, 3)  # (B, nh, k*k, k*k, h, w): softmax over a non-trailing axis
@@ -193,31 +194,42 @@ def _strided_forward(ac, vc, ks, p, s):
 class _Outlook(torch.autograd.Function):
     """Outlook aggregation with an explicit backward (autograd of the in-place slice writes would clone the whole
     gradient once per write). With ``scale`` the input is raw logits and the softmax over the last window axis is
-    fused in: the backward then turns the weight gradient into the logit gradient in place."""
+    fused in: the backward then turns the weight gradient into the logit gradient in place. A backward that builds
+    a graph (``create_graph=True``: higher derivatives) recomputes with the differentiable unfold/fold path."""
 
     @staticmethod
     def forward(ctx, ac, vc, ks, p, s, scale):
         attn = ac if scale is None else (ac if scale == 1 else ac * scale).softmax(dim=3)  # (B, nh, k*k, k*k, h, w)
-        ctx.save_for_backward(attn, vc)
+        ctx.save_for_backward(ac if scale is not None else attn, vc)  # the logits: a higher derivative needs them
         ctx.ks, ctx.p, ctx.s, ctx.scale = ks, p, s, scale
         if s == 1:
             return _relative_forward(_relative_weights(attn, ks, p), vc, ks)
         return _strided_forward(attn, vc, ks, p, s)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, gout):
-        attn, vc = ctx.saved_tensors
-        ks, p, s = ctx.ks, ctx.p, ctx.s
+        ac, vc = ctx.saved_tensors
+        ks, p, s, scale = ctx.ks, ctx.p, ctx.s, ctx.scale
+        if torch.is_grad_enabled():  # create_graph: the gradient must itself be differentiable
+            return (*differentiable_grads(_channel_first_reference, (ac, vc), (ks, p, s, scale), gout),
+                    None, None, None, None)
+        attn = ac if scale is None else (ac if scale == 1 else ac * scale).softmax(dim=3)
         gout = gout.contiguous()
         backward = _relative_backward if s == 1 else _strided_backward
         gattn, gv = backward(attn, vc, gout, ks, p, s)
-        if ctx.scale is not None:  # softmax over axis 3: dL = A * (dA - sum_n A dA), in place
+        if scale is not None:  # softmax over axis 3: dL = A * (dA - sum_n A dA), in place
             dot = torch.zeros_like(attn[:, :, :, :1])
             for n in range(attn.shape[3]):
                 dot.addcmul_(attn[:, :, :, n:n + 1], gattn[:, :, :, n:n + 1])
-            gattn.sub_(dot).mul_(attn).mul_(ctx.scale)
+            gattn.sub_(dot).mul_(attn).mul_(scale)
         return gattn, gv, None, None, None, None
+
+
+def _channel_first_reference(ac, vc, ks, p, s, scale):
+    """The unfold/fold path on channel-first operands (ac: weights or, with ``scale``, logits)."""
+    attn = ac if scale is None else (ac * scale).softmax(dim=3)  # (B, nh, k*k, k*k, h, w)
+    out = _reference(attn.permute(0, 1, 4, 5, 2, 3), vc.permute(0, 1, 3, 4, 2), ks, p, s)  # (B, nh, H, W, hd)
+    return out.permute(0, 1, 4, 2, 3)  # (B, nh, hd, H, W)
 
 
 def _relative_backward(attn, vc, gout, ks, p, s):

@@ -26,7 +26,9 @@ def _bilinear_gather(x: torch.Tensor, py: torch.Tensor, px: torch.Tensor) -> tor
         for dx, wx in ((0, 1 - wx1), (1, wx1)):
             yi, xi = y0 + dy, x0 + dx
             valid = (yi >= 0) & (yi <= H - 1) & (xi >= 0) & (xi <= W - 1)
-            idx = (yi.clamp(0, H - 1) * W + xi.clamp(0, W - 1)).long().reshape(B, 1, -1)  # (B, 1, K*Ho*Wo)
+            # a NaN/inf position (from a NaN pixel) reads a valid index; its NaN weight keeps the NaN in its image
+            yi, xi = torch.nan_to_num(yi, nan=0.0).clamp(0, H - 1), torch.nan_to_num(xi, nan=0.0).clamp(0, W - 1)
+            idx = (yi * W + xi).long().reshape(B, 1, math.prod(py.shape[1:]))  # (B, 1, K*Ho*Wo); B may be 0
             vals = flat.gather(2, idx.expand(B, C, idx.shape[-1])).reshape(B, C, *py.shape[1:])  # (B, C, K, Ho, Wo)
             term = vals * (wy * wx * valid).unsqueeze(1)
             out = term if out is None else out + term

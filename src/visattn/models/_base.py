@@ -17,9 +17,12 @@ holds a backbone without its head and returns the stage maps; the backbone's own
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.utils.checkpoint
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .. import _validate
 
@@ -81,10 +84,13 @@ class Backbone(nn.Module):
 
     # ---- shared machinery ----------------------------------------------------------------------------
     def run_blocks(self, blocks, x: torch.Tensor) -> torch.Tensor:
-        """Run blocks in order, with activation checkpointing when enabled and gradients are on."""
+        """Run blocks in order, with activation checkpointing when enabled and gradients are on. The recomputation
+        in backward leaves BatchNorm statistics as the forward left them (they are updated once per step)."""
         for blk in blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(
+                    blk, x, use_reentrant=False,
+                    context_fn=lambda blk=blk: (contextlib.nullcontext(), _KeepRunningStats(blk)))
             else:
                 x = blk(x)
         return x
@@ -158,3 +164,21 @@ class Backbone(nn.Module):
         """Replace the classifier by a fresh one for ``num_classes`` (0: no classifier, ``forward`` gives features)."""
         self.num_classes = _validate.positive_int("num_classes", num_classes, minimum=0)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+class _KeepRunningStats:
+    """Restores the running statistics of a module's BatchNorm layers when the block is left (the recomputation
+    of an activation-checkpointed block must not count its batch twice)."""
+
+    def __init__(self, module: nn.Module):
+        self.norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+    def __enter__(self):
+        self.saved = [[b.clone() for b in m.buffers()] for m in self.norms]
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for m, saved in zip(self.norms, self.saved, strict=True):
+                for b, s in zip(m.buffers(), saved, strict=True):
+                    b.copy_(s)
+        return False
