@@ -5,6 +5,29 @@ import torch
 
 from reference import loops
 from visattn import CloAttention, HiLoAttention, MultiScaleDilatedAttention, OutlookAttention
+from visattn.app import cpu_bf16
+
+# Hosts whose CPU advertises AMX may kill the process at the first bf16 matrix product (SIGILL). Before any test
+# runs a matrix product, probe in a subprocess and, if needed, set the remedy for this process and its children;
+# tests that need bf16 take the `bf16` fixture and are skipped, with the reason, where it cannot be made safe.
+BF16_SKIP = None
+
+
+def pytest_configure(config):
+    global BF16_SKIP
+    try:
+        message = cpu_bf16.ensure_bf16_matmul()
+    except cpu_bf16.Bf16Unavailable as err:
+        BF16_SKIP = str(err)
+    else:
+        if message:
+            print(f"\nconftest: {message}")
+
+
+@pytest.fixture
+def bf16():
+    if BF16_SKIP:
+        pytest.skip(BF16_SKIP)
 
 # name -> constructor kwargs; small dims keep the loop references fast
 CONFIGS = {

@@ -160,7 +160,7 @@ def test_each_dropout_applies_in_training_only_and_is_unbiased(name, which):
 
 
 @pytest.mark.parametrize("name", ["hilo_ws2", "msda_k3_d123", "outlook_k3p1s2", "clo_three_groups"])
-def test_bfloat16_autocast_close_to_float32(name):
+def test_bfloat16_autocast_close_to_float32(name, bf16):
     block = build(name, dtype=torch.float32)
     x = torch.randn(2, 9, 7, block.dim)
     with torch.no_grad():

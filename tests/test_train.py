@@ -198,7 +198,7 @@ def test_model_ema_follows_the_recurrence():
         torch.testing.assert_close(e, 0.9 * s + 0.1 * p.detach())
 
 
-def test_bf16_autocast_and_ema_training_and_eval_of_the_ema_weights(tmp_path):
+def test_bf16_autocast_and_ema_training_and_eval_of_the_ema_weights(tmp_path, bf16):
     run = tmp_path / "run"
     r = cli("train", *TINY, "--epochs", "1", "--batch-size", "64", "--amp", "bf16", "--ema", "0.9", "--quiet",
             "--output", str(run))

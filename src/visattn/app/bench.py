@@ -9,6 +9,7 @@ import torch
 
 from ..attention import list_blocks
 from ..models import list_models
+from . import cpu_bf16
 from .common import Progress, header, parse_ints, parse_list, parse_sizes, positive
 from .report import add_ratios, machine_info, table, write_csv, write_json, write_plot
 from .timing import Case, measure_group
@@ -69,6 +70,10 @@ def run(args, parser) -> int:
     for m in parse_list(args.models or ""):
         if m not in list_models():
             parser.error(f"unknown model {m!r}; choose from {', '.join(list_models())}")
+    try:
+        cpu_bf16.guard(args.dtype == "bfloat16", device, "bench")
+    except cpu_bf16.Bf16Unavailable as err:
+        parser.error(str(err))
     groups = _groups(args, device)
     meta = machine_info(device)
     print(header())

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import sys
 
+import torch
+
+from .. import cpu_bf16
 from ..common import exit_code
 from .config import TrainConfig, add_arguments, config_from_args
 from .loop import Interrupted, train
@@ -19,8 +22,11 @@ __all__ = ["Interrupted", "TrainConfig", "add_arguments", "run", "train"]
 
 def run(args, parser) -> int:
     def body():
+        cfg = config_from_args(args)
+        on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+        cpu_bf16.guard(cfg.amp == "bf16", "cpu" if on_cpu else "cuda", "train")
         try:
-            train(config_from_args(args))
+            train(cfg)
         except Interrupted as stop:
             print(f"visattn train: {stop}; stopping (continue with --resume)", file=sys.stderr, flush=True)
             return 128 + stop.signum
