@@ -2,8 +2,14 @@
 
 * :func:`digits` - scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), a fixed stratified
   held-out split, upsampled to the model's input size and repeated to 3 channels.
-* :class:`ImageFolder` - ``root/{train,val}/<class>/*.jpg|png`` read with Pillow. Every file is checked when the
-  folder is scanned: unreadable or non-image files are skipped with a warning then, never mid-epoch.
+* :class:`ImageFolder` - ``root/{train,val}/<class>/*.jpg|png|tif...`` read with Pillow. Every file is decoded in
+  full when the folder is scanned: unreadable, truncated or non-image files are skipped with a warning then; a file
+  that stops decoding later (changed on disk) is skipped with a warning mid-epoch, never a crash.
+
+Pixel values become [0, 1] RGB in every mode Pillow gives: 8-bit modes (``1``, ``L``, ``P``, ``RGB``, ``CMYK``,
+``YCbCr``, ``LAB``, ``HSV``; alpha of ``LA`` / ``PA`` / ``RGBA`` is dropped, as timm does) through Pillow's RGB
+conversion, 16-bit modes (``I;16*``, and ``I``, 32-bit integers holding 16-bit samples) divided by 65535, and float
+images (``F``) taken as intensities in [0, 1], values outside clipped.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class ImageFolder(Dataset):
         if not self.classes:
             raise ValueError(f"{self.root} has no class sub-folders; expected {self.root}/<class>/*.jpg|png")
         self.samples: list[tuple[Path, int]] = []
+        self.failed: set[Path] = set()
         skipped = []
         for label, name in enumerate(self.classes):
             folder = self.root / name
@@ -96,7 +103,7 @@ class ImageFolder(Dataset):
     def _readable(self, path: Path) -> bool:
         try:
             with self._image.open(path) as img:
-                img.verify()
+                img.load()  # a full decode: catches truncated files that verify() lets through
             return True
         except Exception:  # noqa: BLE001  (any decoding failure means: skip the file)
             return False
@@ -104,13 +111,30 @@ class ImageFolder(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):
-        path, label = self.samples[i]
+    def load(self, path: Path) -> torch.Tensor:
+        """One image as ``(3, size, size)`` floats in [0, 1] (before normalisation)."""
         with self._image.open(path) as img:
+            img.load()
+            if img.mode in ("F", "I") or img.mode.startswith("I;16"):  # high bit depth: keep the precision
+                scale = 1.0 if img.mode == "F" else 1.0 / 65535
+                img = img.convert("F").resize((self.size, self.size), self._image.BILINEAR)
+                x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.float32).view(self.size, self.size)
+                return (x * scale).clamp_(0.0, 1.0).expand(3, -1, -1).clone()  # (3, size, size)
             img = img.convert("RGB").resize((self.size, self.size), self._image.BILINEAR)
             x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-        x = x.view(self.size, self.size, 3).permute(2, 0, 1).float() / 255.0  # (3, size, size)
-        return _normalise(x), label
+        return x.view(self.size, self.size, 3).permute(2, 0, 1).float() / 255.0  # (3, size, size)
+
+    def __getitem__(self, i: int):
+        for attempt in range(len(self.samples)):
+            path, label = self.samples[(i + attempt) % len(self.samples)]
+            try:
+                return _normalise(self.load(path)), label
+            except Exception as err:  # noqa: BLE001  (a file that no longer decodes: skip it, say so)
+                if path not in self.failed:
+                    self.failed.add(path)
+                    warnings.warn(f"skipping {path}: it no longer decodes ({type(err).__name__}: {err}); "
+                                  f"using the next image instead", stacklevel=2)
+        raise ValueError(f"no image under {self.root} decodes any more")
 
 
 def build(data: str | None, split: str, size: int, classes: list[str] | None = None) -> Dataset:
