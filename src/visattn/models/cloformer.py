@@ -11,7 +11,7 @@ from ..attention import CloAttention
 from ..blocks import Block
 from ..layers import ChannelsFirstSequential, ConvFFN, GroupNorm1
 from ._base import Backbone, Stage
-from ._common import drop_path_schedule, per_stage
+from ._common import check_arguments, drop_path_schedule, per_stage
 from ._registry import Paper, register_model
 
 
@@ -56,6 +56,7 @@ class CloFormer(Backbone):
                  mlp_ratios=(4, 4, 4, 4), attn_drop: float = 0.0, mlp_drop: float = 0.0, qkv_bias: bool = True,
                  drop_path_rate: float = 0.1, drop_rate: float = 0.0, img_size: int = 224, impl: str = "fast"):
         super().__init__()
+        check_arguments(locals())
         n = len(depths)
         embed_dims = per_stage("embed_dims", embed_dims, n)
         for name in ("num_heads", "group_splits", "kernel_sizes", "window_sizes", "mlp_kernel_sizes", "mlp_ratios"):

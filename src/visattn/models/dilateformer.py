@@ -13,7 +13,7 @@ from ..attention import MultiHeadSelfAttention, MultiScaleDilatedAttention
 from ..blocks import Block
 from ..layers import Downsample, Mlp
 from ._base import Backbone, Stage
-from ._common import drop_path_schedule, per_stage
+from ._common import check_arguments, drop_path_schedule, per_stage
 from ._registry import Paper, register_model
 
 
@@ -46,6 +46,7 @@ class DilateFormer(Backbone):
                  downsamples=(True, True, True, False), cpe_per_block: bool = True, img_size: int = 224,
                  impl: str = "fast"):
         super().__init__()
+        check_arguments(locals())
         n = len(depths)
         num_heads = per_stage("num_heads", num_heads, n)
         dilate_attention = per_stage("dilate_attention", dilate_attention, n)

@@ -13,7 +13,7 @@ from ..attention import HiLoAttention
 from ..blocks import Block
 from ..layers import DeformableTokenMerging, DWConvMlp
 from ._base import Backbone, Stage
-from ._common import drop_path_schedule, per_stage
+from ._common import check_arguments, drop_path_schedule, per_stage
 from ._registry import Paper, register_model
 
 
@@ -44,6 +44,7 @@ class LITv2(Backbone):
                  has_msa=(0, 0, 1, 1), alpha: float = 0.5, local_ws=(0, 0, 2, 1), img_size: int = 224,
                  impl: str = "fast"):
         super().__init__()
+        check_arguments(locals())
         n = len(depths)
         num_heads = per_stage("num_heads", num_heads, n)
         has_msa = per_stage("has_msa", has_msa, n)

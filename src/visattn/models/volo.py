@@ -17,7 +17,7 @@ from ..attention import ClassAttention, MultiHeadSelfAttention, OutlookAttention
 from ..blocks import Block, ClassBlock
 from ..layers import Downsample, Mlp
 from ._base import Backbone
-from ._common import per_stage
+from ._common import check_arguments, per_stage
 from ._registry import Paper, register_model
 
 
@@ -65,6 +65,7 @@ class VOLO(Backbone):
                  post_layers=("ca", "ca"), return_dense: bool = True, pooling_scale: int = 2, out_kernel: int = 3,
                  out_stride: int = 2, out_padding: int = 1, impl: str = "fast"):
         super().__init__()
+        check_arguments(locals())
         n = len(layers)
         embed_dims = per_stage("embed_dims", embed_dims, n)
         num_heads = per_stage("num_heads", num_heads, n)

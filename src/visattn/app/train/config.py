@@ -73,6 +73,9 @@ class TrainConfig:
             if not (math.isfinite(value) and low <= value and (value < high or high == math.inf)):
                 bound = f"in [{low:g}, {high:g})" if high != math.inf else f"a finite number >= {low:g}"
                 raise ValueError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
+        for key, why in (("num_classes", "the data set's class count"), ("in_chans", "3 (images are read as RGB)")):
+            if key in self.overrides:
+                raise ValueError(f"--set {key}=... is not for training: it is {why}; drop it")
         if self.resume and self.overwrite:
             raise ValueError("--resume continues a run and --overwrite discards it; pass one of them")
 
