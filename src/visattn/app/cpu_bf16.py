@@ -32,7 +32,7 @@ def probe(env: dict | None = None, code: str = PROBE_CODE, timeout: float = 180)
         return "ok"
     if done.returncode < 0:
         return signal.Signals(-done.returncode).name
-    return "failed: " + (done.stderr.strip().splitlines() or ["exit code %d" % done.returncode])[-1][:200]
+    return "failed: " + (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1][:200]
 
 
 class Bf16Unavailable(ValueError):
