@@ -159,3 +159,10 @@ def test_export_of_a_training_checkpoint_needs_no_model_and_refuses_a_contradict
     r = cli("export", "--checkpoint", str(run / "checkpoint.pt"), "--model", "volo_d1", "--output",
             str(tmp_path / "v.onnx"), timeout=120)
     assert r.returncode == 2 and "training checkpoint of 'litv2_s', not 'volo_d1'" in r.stderr
+
+
+def test_resume_with_other_model_options_is_refused_clearly(tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", *TINY, "--epochs", "1", "--batch-size", "64", "--quiet", "--output", str(run)).returncode == 0
+    r = cli("train", *TINY, "--set", "embed_dim=16", "--epochs", "2", "--output", str(run), "--resume")
+    assert r.returncode == 2 and "does not fit this run" in r.stderr and "Traceback" not in r.stderr

@@ -14,6 +14,7 @@ import torch
 
 pytest.importorskip("sklearn")
 
+import visattn  # noqa: E402
 from visattn.app.data import ImageFolder, digits  # noqa: E402
 from visattn.app.train import TrainConfig, train  # noqa: E402
 from visattn.checkpoint import load_file, save_checkpoint  # noqa: E402
@@ -231,3 +232,30 @@ def test_eval_and_export_of_an_official_checkpoint(tmp_path):
     assert r.returncode == 0 and "top-1" in r.stdout, r.stderr
     r = cli("eval", "--checkpoint", str(tmp_path / "official.pth"))
     assert r.returncode == 2 and "name its architecture with --model" in r.stderr
+
+
+def test_fine_tune_from_an_official_checkpoint_starts_from_its_weights(tmp_path):
+    """An official-layout checkpoint of a 7-class model fine-tuned on the 10 digits: with lr=0 the trained
+    backbone is exactly the checkpoint's, the classifier is new, and the report says so; then it resumes."""
+    golden = torch.load(Path(__file__).parent / "fixtures" / "goldens" / "backbone_litv2_cls__e16_d1111__64x64.pt",
+                        weights_only=False)
+    sd = dict(golden["state_dict"])
+    sd["head.weight"], sd["head.bias"] = torch.randn(7, sd["head.weight"].shape[1]), torch.randn(7)
+    torch.save({"model": sd, "epoch": 300}, tmp_path / "official.pth")
+    args = ["--model", "litv2_s", "--set", "embed_dim=16", "--set", "depths=(1,1,1,1)", "--set",
+            "num_heads=(1,2,4,8)", "--pretrained", str(tmp_path / "official.pth"), "--batch-size", "64", "--lr", "0",
+            "--output", str(tmp_path / "run")]
+    r = cli("train", *args, "--epochs", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "pretrained: loaded" in r.stdout and "classifier re-initialised for 10 classes" in r.stdout
+    trained = load_file(tmp_path / "run" / "checkpoint.pt")["model"]
+    model = visattn.create_model("litv2_s", embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), num_classes=10)
+    params = {k for k, _ in model.named_parameters()}
+    for k in params - {"head.weight", "head.bias"}:
+        assert torch.equal(trained[k], sd[k]), k
+    assert trained["head.weight"].shape == (10, 128)
+    r = cli("train", *args, "--epochs", "2", "--resume")
+    assert r.returncode == 0 and "pretrained: loaded" not in r.stdout, r.stderr[-2000:]
+    assert load_file(tmp_path / "run" / "checkpoint.pt")["epoch"] == 2
+    r = cli("train", *args[:-2], "--output", str(tmp_path / "bad"), "--pretrained", str(tmp_path / "nope.pth"))
+    assert r.returncode == 2 and "--pretrained: no checkpoint at" in r.stderr

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from ..attention import create_block
+from ..attention import MultiScaleDilatedAttention, OutlookAttention, create_block
 from ..models import create_model
 from .common import exit_code, parse_overrides, parse_size, parse_sizes, positive
 from .weights import load_model
@@ -89,6 +89,11 @@ def run(args, parser) -> int:
         channels = args.dim
         example = example_input(layout, args.size, args.batch, channels)
         print(f"exporting {name} ({layout}, dynamic batch/height/width) to {args.output} ...", flush=True)
+        slow = sum(isinstance(m, (OutlookAttention, MultiScaleDilatedAttention)) for m in module.modules())
+        if slow:
+            print(f"note: {slow} outlook/dilated attention layer(s): the tracer unrolls their k x k kernels, so this "
+                  f"export takes about a minute per layer on a 2-core CPU and the file grows by ~10 MB per layer",
+                  flush=True)
         path = export_onnx(module, example, args.output, layout, args.opset, args.optimize)
         print(f"exported {name} to {path} ({path.stat().st_size / 2 ** 20:.1f} MiB)")
         if args.no_verify:

@@ -33,6 +33,9 @@ def add_ratios(rows: list[dict]) -> list[dict]:
         fast, ref = group.get("fast"), group.get("reference")
         if fast and ref:
             fast["speedup"] = ref["latency_ms"] / fast["latency_ms"]
+            # the spread of the ratio from the two p25-p75 spreads (slowest fast vs fastest reference and back)
+            fast["speedup_lo"] = ref["p25_ms"] / fast["p75_ms"]
+            fast["speedup_hi"] = ref["p75_ms"] / fast["p25_ms"]
             fast["mem_ratio"] = fast["peak_mib"] / ref["peak_mib"] if ref["peak_mib"] else None
     return rows
 
@@ -63,45 +66,52 @@ def write_json(rows: list[dict], meta: dict, path: Path) -> None:
 
 
 def write_plot(rows: list[dict], path: Path) -> bool:
-    """Latency and peak memory against resolution: columns fwd / fwd+bwd, colour per block, solid fast and dashed
-    reference, one marker per batch size. Returns False without matplotlib."""
+    """What a reader compares: the speed-up of the fast path over the reference (with the p25-p75 spread of the
+    ratio as error bars) and the peak-memory ratio, one bar per block x size, one colour per batch size; columns
+    forward / forward+backward. Returns False without matplotlib or without block rows with both paths."""
     try:  # optional dependency (the plot extra); a Figure of its own draws with Agg, no global backend is set
         from matplotlib.figure import Figure
     except ImportError:
         return False
-    blocks = [r for r in rows if r["kind"] == "block"]
-    if not blocks:
+    rows = [r for r in rows if r["kind"] == "block" and "speedup" in r]
+    if not rows:
         return False
-    modes = sorted({r["mode"] for r in blocks}, key=["fwd", "fwdbwd"].index)
-    names = sorted({r["name"] for r in blocks})
-    batches = sorted({r["batch"] for r in blocks})
-    colours = {n: f"C{i}" for i, n in enumerate(names)}
-    markers = dict(zip(batches, "osD^v", strict=False))
-    fig = Figure(figsize=(5.5 * len(modes), 8))
+    modes = [m for m in ("fwd", "fwdbwd") if any(r["mode"] == m for r in rows)]
+    blocks = list(dict.fromkeys(r["name"] for r in rows))
+    sizes = sorted({tuple(r["size"]) for r in rows}, key=lambda s: (s[0] * s[1], s))
+    batches = sorted({r["batch"] for r in rows})
+    slots = [(b, s) for b in blocks for s in sizes if any(r["name"] == b and tuple(r["size"]) == s for r in rows)]
+    width = 0.8 / len(batches)
+    fig = Figure(figsize=(max(7.0, 0.55 * len(slots) * len(modes) + 3), 7.5))
     axes = fig.subplots(2, len(modes), squeeze=False)
-    series = {}
-    for r in blocks:
-        series.setdefault((r["name"], r["impl"], r["batch"], r["mode"]), []).append(
-            (r["size"][0] * r["size"][1], r["latency_ms"], r["peak_mib"]))
-    for (name, impl, batch, mode), pts in sorted(series.items()):
-        pts.sort()
-        col = modes.index(mode)
-        style = dict(color=colours[name], marker=markers.get(batch, "o"), markersize=4,
-                     linestyle="-" if impl == "fast" else "--", label=f"{name} {impl} B{batch}")
-        axes[0][col].plot([p[0] for p in pts], [p[1] for p in pts], **style)
-        axes[1][col].plot([p[0] for p in pts], [p[2] for p in pts], **style)
     for col, mode in enumerate(modes):
-        for row, ylabel in enumerate(("latency (ms)", "peak memory (MiB)")):
+        for row, (key, label) in enumerate((("speedup", "speed-up: reference time / fast time"),
+                                            ("mem_ratio", "peak memory: fast / reference"))):
             ax = axes[row][col]
-            ax.set_title(f"{'forward' if mode == 'fwd' else 'forward + backward'}: {ylabel.split(' (')[0]}")
-            ax.set_xlabel("tokens H*W")
-            ax.set_ylabel(ylabel)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7, frameon=False)
-    fig.suptitle("visattn blocks: fast (solid) vs reference (dashed)")
-    fig.tight_layout(rect=(0, 0.04 + 0.018 * (len(labels) // 4), 1, 0.97))
+            for j, batch in enumerate(batches):
+                xs, ys, lo, hi = [], [], [], []
+                for i, (block, size) in enumerate(slots):
+                    r = next((r for r in rows if (r["name"], tuple(r["size"]), r["batch"], r["mode"]) ==
+                              (block, size, batch, mode)), None)
+                    if r is None or r.get(key) is None:
+                        continue
+                    xs.append(i + (j - (len(batches) - 1) / 2) * width)
+                    ys.append(r[key])
+                    lo.append(r[key] - r["speedup_lo"] if key == "speedup" else 0.0)
+                    hi.append(r["speedup_hi"] - r[key] if key == "speedup" else 0.0)
+                ax.bar(xs, ys, width, color=f"C{j}", label=f"batch {batch}",
+                       yerr=[lo, hi] if key == "speedup" else None, capsize=2, error_kw=dict(lw=0.8))
+            ax.axhline(1.0, color="black", lw=0.8, ls="--")
+            ax.set_xticks(range(len(slots)))
+            ax.set_xticklabels([f"{b}\n{s[0]}x{s[1]}" for b, s in slots], fontsize=7)
+            ax.set_ylabel(label, fontsize=8)
+            ax.set_title(f"{'forward' if mode == 'fwd' else 'forward + backward'}", fontsize=9)
+            ax.grid(True, axis="y", alpha=0.3)
+            if key == "speedup":
+                ax.set_ylim(bottom=0)
+    axes[0][0].legend(fontsize=8, frameon=False)
+    fig.suptitle("visattn: fast path vs the official formulation (above 1: faster / below 1: less memory)",
+                 fontsize=10)
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True

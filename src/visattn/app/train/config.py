@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 
 from ...models import list_models
 from ..common import parse_overrides
@@ -28,6 +29,9 @@ class TrainConfig:
     epochs: int = field(default=25, metadata=_flag("epochs (default 25)"))
     batch_size: int = field(default=64, metadata=_flag("global batch, split across processes (default 64)"))
     output: str = field(default="runs/visattn", metadata=_flag("folder for checkpoint.pt and metrics.jsonl"))
+    pretrained: str | None = field(default=None, metadata=_flag(
+        "official (or timm) checkpoint to fine-tune from: loaded with visattn.load_official, a classifier of "
+        "another class count re-initialised"))
     data: str | None = field(default=None, metadata=_flag(
         "image folder root with train/ and val/ (default: bundled digits)"))
     resume: bool = field(default=False, metadata=_flag("continue from OUTPUT/checkpoint.pt"))
@@ -76,6 +80,8 @@ class TrainConfig:
         for key, why in (("num_classes", "the data set's class count"), ("in_chans", "3 (images are read as RGB)")):
             if key in self.overrides:
                 raise ValueError(f"--set {key}=... is not for training: it is {why}; drop it")
+        if self.pretrained is not None and not Path(self.pretrained).is_file():
+            raise FileNotFoundError(f"--pretrained: no checkpoint at {self.pretrained}")
         if self.resume and self.overwrite:
             raise ValueError("--resume continues a run and --overwrite discards it; pass one of them")
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ...checkpoint import load_file, save_checkpoint
+from ...checkpoint import load_file, load_official, save_checkpoint
 from ...models import create_model
 from .. import data as datasets
 from ..common import Progress
@@ -81,6 +81,16 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
 
 
+def describe_pretrained(report, source, n_classes: int) -> str:
+    """One line about a fine-tuning start: what was loaded, resized and re-initialised."""
+    parts = [f"pretrained: loaded {report.loaded} tensors from {source}"]
+    if report.resized:
+        parts.append(f"resized {', '.join(report.resized)} to this model")
+    if report.dropped:
+        parts.append(f"classifier re-initialised for {n_classes} classes (dropped {', '.join(report.dropped)})")
+    return "; ".join(parts)
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run training; returns the final metrics (rank 0's view). Raises :class:`Interrupted` after a signal."""
     cfg.check()
@@ -114,7 +124,13 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     random.seed(cfg.seed)
-    model = create_model(cfg.model_name(), num_classes=n_classes, **cfg.model_overrides()).to(rt.device)
+    model = create_model(cfg.model_name(), num_classes=n_classes, **cfg.model_overrides())
+    resuming = cfg.resume and ckpt_path.exists()
+    if cfg.pretrained and not resuming:  # fine-tuning: start from the official weights
+        report = load_official(model, cfg.pretrained)
+        if rt.main and not cfg.quiet:
+            print(describe_pretrained(report, cfg.pretrained, n_classes), flush=True)
+    model = model.to(rt.device)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay)
     per_rank = cfg.batch_size // rt.world
     sampler = DistributedSampler(train_ds, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=cfg.seed)
@@ -129,13 +145,18 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     start_epoch, skip, step = 0, 0, 0
-    if cfg.resume and ckpt_path.exists():
+    if resuming:
         state = load_file(ckpt_path)
         if not (isinstance(state, dict) and state.get("model_name") == cfg.model_name()):
             raise ValueError(f"{ckpt_path} is not a checkpoint of this run's model {cfg.model_name()!r}; resume with "
                              f"the same --model and --set, or pass --overwrite to start afresh")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ValueError(f"{ckpt_path} does not fit this run ({type(err).__name__}: {str(err).strip()[:300]}); "
+                             f"resume with the --set options and data the run was started with, or pass "
+                             f"--overwrite to start afresh") from None
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         if ema is not None and state.get("ema") is not None:
@@ -190,12 +211,13 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
                 step += 1
                 if ema is not None:
                     ema.update(model)
+                loss_value = loss.detach().item()
                 if step <= cfg.log_steps:  # global mean loss of this step, for step-by-step comparisons
-                    total_loss, count = rt.sum(float(loss) * len(y), len(y))
+                    total_loss, count = rt.sum(loss_value * len(y), len(y))
                     if rt.main:
                         with open(out / "steps.jsonl", "a") as f:
                             f.write(json.dumps(dict(step=step, loss=total_loss / count)) + "\n")
-                loss_sum += float(loss) * len(y)
+                loss_sum += loss_value * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
                 if progress is not None:
