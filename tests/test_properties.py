@@ -193,7 +193,8 @@ def test_type_names_exported():
 @pytest.mark.parametrize("name", ["msda_k3_d123", "outlook_k3p1s1", "outlook_k3p1s2", "outlook_k2p0s2"])
 def test_second_derivatives_and_torch_func_match_the_reference_path(name):
     """Higher derivatives and torch.func transforms through the fast path's custom autograd functions give the
-    reference path's numbers (never a silent zero)."""
+    reference path's numbers or, where the fast path cannot (outlook's fused softmax keeps no logits), a clear
+    error; never a silent zero."""
     from torch.func import grad, vmap
 
     fast, ref = build(name), build(name, impl="reference")
@@ -206,7 +207,33 @@ def test_second_derivatives_and_torch_func_match_the_reference_path(name):
 
     expected = second(ref)
     assert expected.abs().sum() > 0
-    torch.testing.assert_close(second(fast), expected)
+    if isinstance(fast, OutlookAttention):
+        with pytest.raises(RuntimeError, match="higher derivatives .* impl='reference'"):
+            second(fast)
+        fast.attn_drop = 0.5  # the unfused path (weights as input) does support them
+        fast.train()
+        torch.manual_seed(0)
+        assert second(fast).abs().sum() > 0
+        fast.attn_drop = 0.0
+        fast.eval()
+    else:
+        torch.testing.assert_close(second(fast), expected)
     loss = {b: (lambda inp, b=b: b(inp).pow(2).sum()) for b in (fast, ref)}
     torch.testing.assert_close(grad(loss[fast])(x), grad(loss[ref])(x))
     torch.testing.assert_close(vmap(fast)(x[:, None]), vmap(ref)(x[:, None]))
+
+
+def test_outlook_unfused_second_derivative_matches_the_reference_kernel():
+    from visattn import functional as Fv
+
+    h, w = Fv.outlook_grid(5, 6, 2)
+    attn = torch.rand(1, 2, h, w, 9, 9, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, 2, 5, 6, 3, dtype=torch.float64, requires_grad=True)
+
+    def second(impl):
+        out = Fv.outlook_aggregate(attn, v, 3, 1, 2, impl=impl)
+        ga, gv = torch.autograd.grad(out.pow(2).sum(), (attn, v), create_graph=True)
+        return torch.autograd.grad(ga.pow(2).sum() + gv.pow(2).sum(), (attn, v))
+
+    for a, b in zip(second("fast"), second("reference"), strict=True):
+        torch.testing.assert_close(a, b)

@@ -194,13 +194,15 @@ def _strided_forward(ac, vc, ks, p, s):
 class _Outlook(torch.autograd.Function):
     """Outlook aggregation with an explicit backward (autograd of the in-place slice writes would clone the whole
     gradient once per write). With ``scale`` the input is raw logits and the softmax over the last window axis is
-    fused in: the backward then turns the weight gradient into the logit gradient in place. A backward that builds
-    a graph (``create_graph=True``: higher derivatives) recomputes with the differentiable unfold/fold path."""
+    fused in: only the normalised weights are kept, and the backward turns the weight gradient into the logit
+    gradient in place. A backward that builds a graph (``create_graph=True``) recomputes with the differentiable
+    unfold/fold path when the weights were the input; with the fused softmax (whose logits are not kept, to save
+    memory) it raises instead of returning a wrong number."""
 
     @staticmethod
     def forward(ctx, ac, vc, ks, p, s, scale):
         attn = ac if scale is None else (ac if scale == 1 else ac * scale).softmax(dim=3)  # (B, nh, k*k, k*k, h, w)
-        ctx.save_for_backward(ac if scale is not None else attn, vc)  # the logits: a higher derivative needs them
+        ctx.save_for_backward(attn, vc)
         ctx.ks, ctx.p, ctx.s, ctx.scale = ks, p, s, scale
         if s == 1:
             return _relative_forward(_relative_weights(attn, ks, p), vc, ks)
@@ -208,12 +210,15 @@ class _Outlook(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gout):
-        ac, vc = ctx.saved_tensors
+        attn, vc = ctx.saved_tensors
         ks, p, s, scale = ctx.ks, ctx.p, ctx.s, ctx.scale
         if torch.is_grad_enabled():  # create_graph: the gradient must itself be differentiable
-            return (*differentiable_grads(_channel_first_reference, (ac, vc), (ks, p, s, scale), gout),
+            if scale is not None:
+                raise RuntimeError("higher derivatives through the fused softmax of the fast outlook kernel are not "
+                                   "supported (it keeps the weights, not the logits); build the block with "
+                                   "impl='reference' for them (torch.func transforms work on both paths)")
+            return (*differentiable_grads(_channel_first_reference, (attn, vc), (ks, p, s), gout),
                     None, None, None, None)
-        attn = ac if scale is None else (ac if scale == 1 else ac * scale).softmax(dim=3)
         gout = gout.contiguous()
         backward = _relative_backward if s == 1 else _strided_backward
         gattn, gv = backward(attn, vc, gout, ks, p, s)
@@ -225,9 +230,8 @@ class _Outlook(torch.autograd.Function):
         return gattn, gv, None, None, None, None
 
 
-def _channel_first_reference(ac, vc, ks, p, s, scale):
-    """The unfold/fold path on channel-first operands (ac: weights or, with ``scale``, logits)."""
-    attn = ac if scale is None else (ac * scale).softmax(dim=3)  # (B, nh, k*k, k*k, h, w)
+def _channel_first_reference(attn, vc, ks, p, s):
+    """The unfold/fold path on channel-first operands."""
     out = _reference(attn.permute(0, 1, 4, 5, 2, 3), vc.permute(0, 1, 3, 4, 2), ks, p, s)  # (B, nh, H, W, hd)
     return out.permute(0, 1, 4, 2, 3)  # (B, nh, hd, H, W)
 
