@@ -104,18 +104,30 @@ def test_head_of_another_class_count_is_dropped():
     assert len(features(torch.randn(1, 3, 64, 64))) == 4
 
 
-def test_volo_position_embedding_is_resized_on_load():
+def test_volo_adopts_the_checkpoints_position_embedding_grid():
+    """A checkpoint fine-tuned at another size (here a 4x4 grid, loaded into a model built for 6x6) keeps its
+    embedding: the model then gives the official output at the checkpoint's size, and resizes at run time elsewhere."""
     golden, _ = golden_model("backbone_volo__l1111_e32-64__64x64.pt")
     kwargs = {**golden["kwargs"], "img_size": 96}  # 6x6 grid instead of the checkpoint's 4x4
     model = visattn.create_model("volo_d1", **kwargs).eval()
     report = visattn.load_official(model, golden["state_dict"])
-    assert report.resized == ["pos_embed"] and model.pos_embed.shape[1:3] == (6, 6)
-    # a checkpoint resized to the input's grid gives what run-time resizing gives
+    assert len(report.adopted) == 1 and "4x4 grid replaces 6x6" in report.adopted[0]
+    assert model.pos_embed.shape[1:3] == (4, 4) and model.img_size == 64
+    with torch.no_grad():
+        torch.testing.assert_close(model(golden["input"]), golden["output"], rtol=1e-5, atol=2e-5)
     same = visattn.create_model("volo_d1", **golden["kwargs"]).eval()
     visattn.load_official(same, golden["state_dict"])
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(model(x), same(x))
+
+
+def test_volo_high_resolution_variants():
+    assert visattn.list_models("volo_d5*") == ["volo_d5", "volo_d5_448", "volo_d5_512"]
+    for name, size in (("volo_d1_384", 384), ("volo_d3_448", 448), ("volo_d5_512", 512)):
+        with torch.device("meta"):
+            model = visattn.create_model(name)
+        assert model.default_input_size == (3, size, size) and model.pos_embed.shape[1:3] == (size // 16,) * 2
 
 
 class Exploit:

@@ -178,7 +178,7 @@ class LoadReport:
 
     loaded: int = 0
     dropped: list[str] = field(default_factory=list)  # checkpoint keys left out (head of another class count)
-    resized: list[str] = field(default_factory=list)  # tensors interpolated to the model's size
+    adopted: list[str] = field(default_factory=list)  # model tensors that took the checkpoint's shape (VOLO grid)
     missing: list[str] = field(default_factory=list)  # model keys the checkpoint lacks (strict=False only)
     unexpected: list[str] = field(default_factory=list)  # checkpoint keys the model lacks (strict=False only)
 
@@ -188,7 +188,7 @@ def load_official(model: nn.Module, source, strict: bool = True, use_ema: bool =
 
     * unwraps ``model`` / ``state_dict`` / ``state_dict_ema`` (``use_ema`` prefers the EMA weights), strips a
       ``module.`` prefix and keeps only ``backbone.*`` of detection/segmentation checkpoints;
-    * resizes position embeddings to the model (VOLO; bicubic);
+    * adopts the checkpoint's position-embedding grid (VOLO: a 384-px fine-tune makes the model a 384-px model);
     * drops the classifier (``head``, ``aux_head``) when its class count differs from the model's or the model
       has none (``num_classes=0``, ``features_only``);
     * with ``strict`` (default) any other missing or unexpected key, and any shape mismatch, raises ``ValueError``.
@@ -200,7 +200,7 @@ def load_official(model: nn.Module, source, strict: bool = True, use_ema: bool =
     report = LoadReport()
     adapt = getattr(model, "adapt_official_state_dict", None)
     if adapt is not None:
-        sd, report.resized = adapt(sd)
+        sd, report.adopted = adapt(sd)
     own = model.state_dict()
     for key in list(sd):
         top = key.split(".")[0]

@@ -18,7 +18,7 @@ class Paper:
     """Figures reported by the paper / official repository for one variant."""
 
     params_m: float
-    macs_g: float  # as printed in the paper's table
+    macs_g: float | None  # as printed in the paper's table (None: not reported)
     top1: float
     resolution: int = 224
     note: str = ""

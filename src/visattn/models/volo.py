@@ -1,8 +1,9 @@
 """VOLO: conv stem, an outlooker stage (outlook attention) at stride 8, a 2x2 patch merge, a learned position
 embedding, transformer stages at stride 16, CaiT class-attention blocks and the token-labelling head.
 
-Any image size: the position embedding is resized (bicubic) to the token grid of the input at run time, and a
-checkpoint's embedding is resized on load. The module tree and names are the official ones (``network`` mixes
+Any image size: the position embedding is resized (bicubic) to the token grid of the input at run time; a
+checkpoint's embedding is adopted as it is on load (its grid becomes the model's), so a fine-tuned 384-px checkpoint
+gives the official output at 384. The module tree and names are the official ones (``network`` mixes
 stages and the merge, ``post_network`` holds the class blocks), so official checkpoints load as they are.
 """
 
@@ -85,7 +86,8 @@ class VOLO(Backbone):
         self.return_dense = return_dense
         self.num_features = embed_dims[-1]
         self.patch_embed = PatchEmbed(in_chans, stem_hidden_dim, embed_dims[0], patch_size)
-        grid = img_size // patch_size // pooling_scale
+        self._grid_stride = patch_size * pooling_scale
+        grid = img_size // self._grid_stride
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dims[-1]))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(drop_rate)
@@ -130,11 +132,19 @@ class VOLO(Backbone):
             self.aux_head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def adapt_official_state_dict(self, sd: dict) -> tuple[dict, list[str]]:
-        """Resize a checkpoint's position embedding (e.g. a 384-px fine-tune) to this model's grid."""
+        """Adopt a checkpoint's position-embedding grid (e.g. a 384-px fine-tune loaded into ``volo_d1``): the
+        model's embedding takes the checkpoint's shape, so the model computes what the official one does at the
+        checkpoint's size (other sizes still resize it at run time). Returns the state dict and what was adopted."""
         pos = sd.get("pos_embed")
-        if pos is None or pos.shape == self.pos_embed.shape or pos.shape[-1] != self.pos_embed.shape[-1]:
+        if pos is None or pos.dim() != 4 or pos.shape == self.pos_embed.shape or pos.shape[-1] != self.pos_embed.shape[-1]:
             return sd, []
-        return {**sd, "pos_embed": resize_pos_embed(pos, tuple(self.pos_embed.shape[1:3]))}, ["pos_embed"]
+        old = tuple(self.pos_embed.shape[1:3])
+        self.pos_embed = nn.Parameter(torch.zeros_like(pos, device=self.pos_embed.device, dtype=self.pos_embed.dtype))
+        grid = tuple(pos.shape[1:3])
+        if grid[0] == grid[1]:
+            self.img_size = grid[0] * self._grid_stride
+        return sd, [f"pos_embed: the checkpoint's {grid[0]}x{grid[1]} grid replaces {old[0]}x{old[1]} "
+                    f"(img_size {self.img_size})"]
 
     def forward_stem(self, x):
         return self.patch_embed(x)
@@ -183,18 +193,27 @@ _VOLO_SMALL = dict(embed_dims=(192, 384, 384, 384), num_heads=(6, 12, 12, 12))
 _VOLO_MID = dict(embed_dims=(256, 512, 512, 512), num_heads=(8, 16, 16, 16))
 _VOLO_LARGE = dict(embed_dims=(384, 768, 768, 768), num_heads=(12, 16, 16, 16))
 # drop path: the official README's training commands (D1 0.1, D2 0.2, D3 0.5); D4 and D5 have no published
-# command, D3's 0.5 is used for them
-for _name, _cfg, _paper in (
-    ("volo_d1", dict(layers=(4, 4, 8, 2), **_VOLO_SMALL, mlp_ratios=(3,) * 4, drop_path_rate=0.1),
-     Paper(26.63, 6.94, 84.2, extra=((384, 85.2, None),))),
-    ("volo_d2", dict(layers=(6, 4, 10, 4), **_VOLO_MID, mlp_ratios=(3,) * 4, drop_path_rate=0.2),
-     Paper(58.68, 14.34, 85.2, extra=((384, 86.0, None),))),
-    ("volo_d3", dict(layers=(8, 8, 16, 4), **_VOLO_MID, mlp_ratios=(3,) * 4, drop_path_rate=0.5),
-     Paper(86.33, 20.78, 85.4, extra=((448, 86.3, None),))),
-    ("volo_d4", dict(layers=(8, 8, 16, 4), **_VOLO_LARGE, mlp_ratios=(3,) * 4, drop_path_rate=0.5),
-     Paper(192.96, 44.34, 85.7, extra=((448, 86.8, None),))),
-    ("volo_d5", dict(layers=(12, 12, 20, 4), **_VOLO_LARGE, mlp_ratios=(4,) * 4, stem_hidden_dim=128,
-                     drop_path_rate=0.5), Paper(295.46, 72.40, 86.1, extra=((448, 87.0, None), (512, 87.1, None)))),
-):
-    register_model(_name, VOLO, dict(_cfg, downsamples=(True, False, False, False),
-                               outlook_attention=(True, False, False, False), post_layers=("ca", "ca")), _paper)
+# command, D3's 0.5 is used for them. The fine-tuned high-resolution checkpoints are rows of their own (timm's names
+# without the size suffix for 224): the same weights with a position embedding for a larger grid.
+_VOLO_VARIANTS = {
+    "d1": (dict(layers=(4, 4, 8, 2), **_VOLO_SMALL, mlp_ratios=(3,) * 4, drop_path_rate=0.1), 26.63, 6.94, 84.2,
+           {384: 85.2}),
+    "d2": (dict(layers=(6, 4, 10, 4), **_VOLO_MID, mlp_ratios=(3,) * 4, drop_path_rate=0.2), 58.68, 14.34, 85.2,
+           {384: 86.0}),
+    "d3": (dict(layers=(8, 8, 16, 4), **_VOLO_MID, mlp_ratios=(3,) * 4, drop_path_rate=0.5), 86.33, 20.78, 85.4,
+           {448: 86.3}),
+    "d4": (dict(layers=(8, 8, 16, 4), **_VOLO_LARGE, mlp_ratios=(3,) * 4, drop_path_rate=0.5), 192.96, 44.34, 85.7,
+           {448: 86.8}),
+    "d5": (dict(layers=(12, 12, 20, 4), **_VOLO_LARGE, mlp_ratios=(4,) * 4, stem_hidden_dim=128,
+                drop_path_rate=0.5), 295.46, 72.40, 86.1, {448: 87.0, 512: 87.1}),
+}
+for _v, (_cfg, _params, _macs, _top1, _hires) in _VOLO_VARIANTS.items():
+    _cfg = dict(_cfg, downsamples=(True, False, False, False), outlook_attention=(True, False, False, False),
+                post_layers=("ca", "ca"))
+    register_model(f"volo_{_v}", VOLO, _cfg, Paper(_params, _macs, _top1))
+    for _size, _hi_top1 in _hires.items():  # the paper's count is at 224: add the larger position embedding
+        _extra = ((_size // 16) ** 2 - 14 ** 2) * _cfg["embed_dims"][-1] / 1e6
+        register_model(f"volo_{_v}_{_size}", VOLO, dict(_cfg, img_size=_size),
+                       Paper(round(_params + _extra, 2), None, _hi_top1, resolution=_size,
+                             note=f"fine-tuned at {_size}; params: the paper's {_params} M + {_extra:.2f} M of "
+                                  f"position embedding"))

@@ -82,10 +82,10 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 
 
 def describe_pretrained(report, source, n_classes: int) -> str:
-    """One line about a fine-tuning start: what was loaded, resized and re-initialised."""
+    """One line about a fine-tuning start: what was loaded, adopted and re-initialised."""
     parts = [f"pretrained: loaded {report.loaded} tensors from {source}"]
-    if report.resized:
-        parts.append(f"resized {', '.join(report.resized)} to this model")
+    if report.adopted:
+        parts.append(f"adopted {', '.join(report.adopted)}")
     if report.dropped:
         parts.append(f"classifier re-initialised for {n_classes} classes (dropped {', '.join(report.dropped)})")
     return "; ".join(parts)
