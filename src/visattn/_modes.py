@@ -15,8 +15,10 @@ import torch
 
 
 def is_tracing() -> bool:
-    """True while dynamo traces (``torch.compile``, ``torch.export``, ``torch.onnx.export(dynamo=True)``)."""
-    return torch.compiler.is_compiling()
+    """True while a tracer records the code: dynamo (``torch.compile``, ``torch.export``,
+    ``torch.onnx.export(dynamo=True)``) or the TorchScript tracer (``torch.jit.trace``, the legacy ONNX exporter
+    that Ultralytics' ``export(format="onnx")`` uses)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def records_grad(*tensors: torch.Tensor) -> bool:
@@ -32,7 +34,7 @@ def under_transform() -> bool:
 def check(condition, message: str, error: type[Exception] = ValueError) -> None:
     """Raise ``error(message)`` when ``condition`` is false. While tracing, a condition on symbolic sizes
     becomes ``torch._check`` (a runtime assertion, not a guard that would specialise the graph)."""
-    if is_tracing():
+    if torch.compiler.is_compiling():  # dynamo: symbolic sizes (the TorchScript tracer has concrete ones)
         torch._check(condition, lambda: message)
     elif not condition:
         raise error(message)

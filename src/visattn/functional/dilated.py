@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from .. import _validate
 from .._modes import records_grad, under_transform
-from ._buffers import dot_into
+from ._buffers import dot_into, mul_into
 from ._counting import counted
 from ._recompute import differentiable_grads
 
@@ -104,7 +104,7 @@ def _attend(qc, kc, vc, pad, shifts, scale, dropout_p=0.0):
     del logits
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
-    out = torch.mul(attn[:, :, 0, None], vp[..., :H, :W], out=tmp)  # (B, nh, hd, H, W); tmp is contiguous
+    out = mul_into(tmp, attn[:, :, 0, None], vp[..., :H, :W])  # (B, nh, hd, H, W); tmp is contiguous
     for i, (a, b) in enumerate(shifts[1:], start=1):
         out.addcmul_(attn[:, :, i, None], vp[..., a:a + H, b:b + W])
     return out, attn, vp

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .. import _validate
 from .._modes import check, records_grad, under_transform
-from ._buffers import dot_into
+from ._buffers import dot_into, mul_into
 from ._counting import counted
 from ._recompute import differentiable_grads
 
@@ -184,7 +184,7 @@ def _strided_forward(ac, vc, ks, p, s):
     canvas = torch.zeros_like(vp)  # (B, nh, hd, H+p+k, W+p+k)
     acc = vp.new_empty(B, nh, hd, h, w)
     for m, (ys, xs) in enumerate(boxes):
-        torch.mul(ac[:, :, m, 0, None], vp[..., boxes[0][0], boxes[0][1]], out=acc)
+        acc = mul_into(acc, ac[:, :, m, 0, None], vp[..., boxes[0][0], boxes[0][1]])
         for n in range(1, ks * ks):
             acc.addcmul_(ac[:, :, m, n, None], vp[..., boxes[n][0], boxes[n][1]])
         canvas[..., ys, xs] += acc
