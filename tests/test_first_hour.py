@@ -3,6 +3,7 @@
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,8 +36,7 @@ def test_a_training_run_prints_no_warning(tmp_path):
 
 
 def test_what_ships_is_documented():
-    readme = (visattn.__file__.rsplit("/src/", 1)[0] + "/README.md")
-    text = open(readme).read()
+    text = (Path(visattn.__file__).resolve().parents[2] / "README.md").read_text()
     for name in visattn.__all__:
         if name[0].isupper() or name in ("create_block", "list_blocks", "register_block", "register_model"):
             assert f"`{name}" in text or f"{name}(" in text or f".{name}" in text, f"{name} is not in the README"

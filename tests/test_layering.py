@@ -20,7 +20,8 @@ PACKAGE = SRC / "visattn"
 RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("visattn._version", 0), ("visattn._validate", 0), ("visattn._modes", 0),
     ("visattn.functional", 1), ("visattn.attention", 2), ("visattn.layers", 3), ("visattn.blocks", 4),
-    ("visattn.checkpoint", 5), ("visattn.models", 6), ("visattn.macs", 7), ("visattn.memory", 7), ("visattn.integrations", 7.5),
+    ("visattn.checkpoint", 5), ("visattn.models", 6), ("visattn.macs", 7), ("visattn.memory", 7),
+    ("visattn.integrations", 7.5),
     ("visattn.app.common", 8.0), ("visattn.app.cpu_bf16", 8.0), ("visattn.app.data", 8.1), ("visattn.app.weights", 8.1),
     ("visattn.app.timing", 8.1), ("visattn.app.report", 8.2),
     ("visattn.app.summary", 8.3), ("visattn.app.bench", 8.3), ("visattn.app.zoo", 8.3),

@@ -136,7 +136,8 @@ class VOLO(Backbone):
         model's embedding takes the checkpoint's shape, so the model computes what the official one does at the
         checkpoint's size (other sizes still resize it at run time). Returns the state dict and what was adopted."""
         pos = sd.get("pos_embed")
-        if pos is None or pos.dim() != 4 or pos.shape == self.pos_embed.shape or pos.shape[-1] != self.pos_embed.shape[-1]:
+        own = self.pos_embed
+        if pos is None or pos.dim() != 4 or pos.shape == own.shape or pos.shape[-1] != own.shape[-1]:
             return sd, []
         old = tuple(self.pos_embed.shape[1:3])
         self.pos_embed = nn.Parameter(torch.zeros_like(pos, device=self.pos_embed.device, dtype=self.pos_embed.dtype))
