@@ -164,7 +164,8 @@ def _is_state_dict(d: dict) -> bool:
     return bool(d) and all(isinstance(k, str) for k in d) and any(isinstance(v, torch.Tensor) for v in d.values())
 
 
-def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a DDP ``module.`` prefix; keep only ``backbone.*`` of detection / segmentation checkpoints."""
     if all(k.startswith("module.") for k in sd):  # DistributedDataParallel
         sd = {k[len("module."):]: v for k, v in sd.items()}
     if any(k.startswith("backbone.") for k in sd):  # mmdet / mmseg: keep the backbone
@@ -196,7 +197,7 @@ def load_official(model: nn.Module, source, strict: bool = True, use_ema: bool =
     if isinstance(getattr(model, "backbone", None), nn.Module) and hasattr(model, "feature_info"):
         model = model.backbone  # a feature extractor: the weights are its backbone's
     obj = load_file(source) if isinstance(source, (str, Path)) else source
-    sd = _strip_prefixes(unwrap(obj, use_ema))
+    sd = strip_prefixes(unwrap(obj, use_ema))
     report = LoadReport()
     adapt = getattr(model, "adapt_official_state_dict", None)
     if adapt is not None:

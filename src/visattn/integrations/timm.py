@@ -1,0 +1,148 @@
+"""visattn backbones in timm's registry: ``import visattn.integrations.timm`` registers every variant as
+``visattn_<name>`` (``visattn_litv2_s``, ``visattn_volo_d1_384``...), never over a timm name.
+
+Then timm's own API drives them: ``timm.create_model("visattn_volo_d1", num_classes=10, features_only=True,
+out_indices=(1, 3), pretrained=True, pretrained_cfg_overlay=dict(file="official.pth"))``,
+``timm.data.resolve_data_config({}, model=model)``, ``timm.data.create_transform(**config)``, timm's optimisers,
+losses and training / validation loops. Each variant carries a pretrained config timm's tools read (input size,
+interpolation, crop, mean/std, class count, first conv, classifier, paper, license where the official repository
+states one; VOLO's are taken from timm's own VOLO entries). Nothing is downloaded: the configs name no URL, so
+``pretrained=True`` needs ``pretrained_cfg_overlay=dict(file=...)`` with an official or timm checkpoint, which is
+read through visattn's own unwrapping (VOLO adopts the checkpoint's position-embedding grid).
+
+Feature extraction is timm's ``getter`` wrapper around the model's ``forward_intermediates``: any input size, the
+maps in the order of ``out_indices``.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, get_pretrained_cfg, is_model, model_entrypoint, register_model
+
+from ..checkpoint import strip_prefixes, unwrap
+from ..models import Backbone, list_models, model_spec
+
+PREFIX = "visattn_"
+
+# family -> (first conv, classifier, eval crop of the official evaluation, paper, license of the official repository)
+FAMILIES = {
+    "LITv2": ("patch_embed.proj", "head", 0.875, "arXiv:2205.13213", None),
+    "DilateFormer": ("patch_embed.proj.0", "head", 0.875, "arXiv:2302.01791", None),
+    "VOLO": ("patch_embed.conv.0", ("head", "aux_head"), 0.96, "arXiv:2106.13112", None),
+    "CloFormer": ("patch_embed.conv1.conv.0", "head", 0.875, "arXiv:2303.17803", "mit"),
+}
+
+
+def take_indices(num_stages: int, indices) -> list[int]:
+    """timm's convention: None -> all stages, an int n -> the last n, a list -> those (negative from the end)."""
+    if indices is None:
+        indices = num_stages
+    if isinstance(indices, int):
+        if not 0 < indices <= num_stages:
+            raise ValueError(f"take the last 1..{num_stages} stages, got {indices}")
+        return list(range(num_stages - indices, num_stages))
+    return [i % num_stages for i in indices]
+
+
+class TimmAdapter:
+    """timm's backbone methods on top of a visattn :class:`~visattn.models.Backbone` (same parameters and keys)."""
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        if norm or output_fmt != "NCHW":
+            raise ValueError("visattn backbones give un-normalised NCHW stage maps (norm=False, output_fmt='NCHW')")
+        take = take_indices(self.num_stages, indices)
+        if intermediates_only or stop_early:
+            feats = Backbone.forward_intermediates(self, x, take)
+            return feats if intermediates_only else (None, feats)
+        self.check_image(x)
+        x, feats = self.forward_stem(x), {}
+        for i in range(self.num_stages):
+            feat, x = self.forward_stage(i, x)
+            if i in take:
+                feats[i] = feat.permute(0, 3, 1, 2)  # (B, C_i, H_i, W_i)
+        return self.forward_norm(x), [feats[i] for i in take]
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
+        take = take_indices(self.num_stages, indices)
+        if prune_head:
+            for name in self._head_modules:
+                if hasattr(self, name) and (prune_norm or name != "norm"):
+                    delattr(self, name)
+        return take
+
+    def reset_classifier(self, num_classes: int, global_pool=None) -> None:
+        if global_pool not in (None, "", "avg", "token"):
+            raise ValueError(f"visattn backbones pool as their paper does; global_pool={global_pool!r} is not offered")
+        super().reset_classifier(num_classes)  # the family's own (VOLO also resets aux_head)
+
+
+_ADAPTED: dict[type, type] = {}
+
+
+def adapted(family: type) -> type:
+    """``family`` with timm's methods (a subclass; the state-dict keys are the family's)."""
+    if family not in _ADAPTED:
+        _ADAPTED[family] = type(f"Timm{family.__name__}", (TimmAdapter, family), {"__module__": __name__})
+    return _ADAPTED[family]
+
+
+def checkpoint_filter(state_dict: dict, model) -> dict:
+    """timm's ``pretrained_filter_fn``: visattn's unwrapping of official files, VOLO's position-embedding grid."""
+    sd = strip_prefixes(unwrap(state_dict))
+    adapt = getattr(model, "adapt_official_state_dict", None)
+    return adapt(sd)[0] if adapt is not None else sd
+
+
+def pretrained_cfg(name: str) -> dict:
+    spec = model_spec(name)
+    first_conv, classifier, crop, paper, license_ = FAMILIES[spec.family.__name__]
+    size = spec.paper.resolution if spec.paper else 224
+    cfg = dict(url="", num_classes=1000, input_size=(3, size, size), pool_size=None, crop_pct=crop,
+               interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv=first_conv,
+               classifier=classifier, paper_ids=paper, license=license_, origin_url="visattn")
+    if spec.family.__name__ == "VOLO":  # timm carries the official VOLO evaluation settings: use them
+        timm_name = name if name.count("_") == 2 else f"{name}_224"
+        if is_model(timm_name):
+            own = get_pretrained_cfg(timm_name).to_dict()
+            cfg.update({k: own[k] for k in ("crop_pct", "interpolation", "mean", "std", "license", "paper_ids",
+                                            "crop_mode") if own.get(k) is not None})
+    return cfg
+
+
+def _entrypoint(name: str):
+    spec = model_spec(name)
+
+    def create(pretrained: bool = False, **kwargs):
+        return build_model_with_cfg(adapted(spec.family), PREFIX + name, pretrained,
+                                    pretrained_filter_fn=checkpoint_filter, feature_cfg=dict(feature_cls="getter"),
+                                    **{**spec.config, **kwargs})
+
+    create.__name__ = create.__qualname__ = PREFIX + name
+    create.__module__ = __name__
+    create.__doc__ = f"visattn's {name} ({spec.family.__name__}) for timm.create_model."
+    return create
+
+
+default_cfgs: dict[str, dict] = {}  # read by timm's register_model
+
+
+def register() -> list[str]:
+    """Register every visattn variant in timm (done on import; calling it again changes nothing)."""
+    names = []
+    for name in list_models():
+        timm_name = PREFIX + name
+        if is_model(timm_name):
+            if getattr(model_entrypoint(timm_name), "__module__", None) != __name__:
+                raise RuntimeError(f"timm already has a model named {timm_name!r}; visattn will not replace it")
+            continue
+        default_cfgs[timm_name] = pretrained_cfg(name)
+        fn = _entrypoint(name)
+        globals()[timm_name] = fn
+        register_model(fn)
+        names.append(timm_name)
+    return names
+
+
+register()
