@@ -175,19 +175,23 @@ def _strided_views(vc, ks, p, s, h, w):
     return vp, boxes
 
 
+def _windows(t, boxes):
+    """The k*k strided window views of a padded channel-first map, stacked for per-position matrix products:
+    ``(B, nh, hd, Hc, Wc)`` -> ``(B, nh, h, w, k*k, hd)``."""
+    stacked = torch.stack([t[..., ys, xs] for ys, xs in boxes], dim=-1)  # (B, nh, hd, h, w, k*k)
+    return stacked.permute(0, 1, 3, 4, 5, 2)  # (B, nh, h, w, k*k, hd) view
+
+
 def _strided_forward(ac, vc, ks, p, s):
-    """Stride > 1: window position m accumulates sum_n attn[m, n] * v (strided views) onto its strided place."""
-    B, nh, hd = vc.shape[:3]
-    h, w = ac.shape[-2:]
+    """Stride > 1: per window position, ``weights (k*k x k*k) @ window values (k*k x hd)`` as one batched matrix
+    product over all windows, then each window row added onto its strided place (the fold)."""
     H, W = vc.shape[-2:]
+    h, w = ac.shape[-2:]
     vp, boxes = _strided_views(vc, ks, p, s, h, w)
+    out = ac.permute(0, 1, 4, 5, 2, 3) @ _windows(vp, boxes)  # (B, nh, h, w, k*k, hd)
     canvas = torch.zeros_like(vp)  # (B, nh, hd, H+p+k, W+p+k)
-    acc = vp.new_empty(B, nh, hd, h, w)
     for m, (ys, xs) in enumerate(boxes):
-        acc = mul_into(acc, ac[:, :, m, 0, None], vp[..., boxes[0][0], boxes[0][1]])
-        for n in range(1, ks * ks):
-            acc.addcmul_(ac[:, :, m, n, None], vp[..., boxes[n][0], boxes[n][1]])
-        canvas[..., ys, xs] += acc
+        canvas[..., ys, xs] += out[..., m, :].permute(0, 1, 4, 2, 3)  # (B, nh, hd, h, w)
     return canvas[..., p:p + H, p:p + W]  # (B, nh, hd, H, W)
 
 
@@ -256,17 +260,16 @@ def _relative_backward(attn, vc, gout, ks, p, s):
 
 
 def _strided_backward(attn, vc, gout, ks, p, s):
-    B, nh, hd = vc.shape[:3]
+    """The two batched products of the forward, transposed: ``grad weights = grad windows @ values^T`` and
+    ``grad values = weights^T @ grad windows``, the latter folded back onto the padded map."""
     h, w = attn.shape[-2:]
-    vp, boxes = _strided_views(vc, ks, p, s, h, w)
-    gcanvas = F.pad(gout, (p, ks, p, ks))  # (B, nh, hd, H+p+k, W+p+k); outside the map: zero
-    gattn = attn.new_empty(attn.shape)
-    gvp = torch.zeros_like(vp)
-    tmp = vp.new_empty(B, nh, hd, h, w)
-    for m, (ys, xs) in enumerate(boxes):
-        gm = gcanvas[..., ys, xs]  # (B, nh, hd, h, w)
-        for n, (vy, vx) in enumerate(boxes):
-            dot_into(gattn[:, :, m, n], gm, vp[..., vy, vx], tmp)
-            gvp[..., vy, vx].addcmul_(attn[:, :, m, n, None], gm)
     H, W = vc.shape[-2:]
-    return gattn, gvp[..., p:p + H, p:p + W]
+    vp, boxes = _strided_views(vc, ks, p, s, h, w)
+    grad_windows = _windows(F.pad(gout, (p, ks, p, ks)), boxes)  # (B, nh, h, w, k*k, hd); outside the map: zero
+    a = attn.permute(0, 1, 4, 5, 2, 3)  # (B, nh, h, w, k*k, k*k) view
+    gattn = (grad_windows @ _windows(vp, boxes).transpose(-1, -2)).permute(0, 1, 4, 5, 2, 3)  # (B, nh, m, n, h, w)
+    gwin = a.transpose(-1, -2) @ grad_windows  # (B, nh, h, w, k*k, hd)
+    gvp = torch.zeros_like(vp)
+    for n, (ys, xs) in enumerate(boxes):
+        gvp[..., ys, xs] += gwin[..., n, :].permute(0, 1, 4, 2, 3)  # (B, nh, hd, h, w)
+    return gattn.contiguous(), gvp[..., p:p + H, p:p + W]
