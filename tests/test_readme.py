@@ -13,9 +13,17 @@ def blocks(lang):
     return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
 
 
-@pytest.mark.parametrize("code", blocks("python"), ids=lambda c: c.strip().splitlines()[-1][:40])
+CORE = [b for b in blocks("python") if "visattn.integrations" not in b]
+INTEGRATIONS = [b for b in blocks("python") if "visattn.integrations" in b]  # run by tests/integration
+
+
+@pytest.mark.parametrize("code", CORE, ids=lambda c: c.strip().splitlines()[-1][:40])
 def test_readme_python_examples_run(code):
     exec(compile(code, "README.md", "exec"), {})
+
+
+def test_integration_examples_are_shown():
+    assert len(INTEGRATIONS) == 2
 
 
 def test_ci_runs_the_readme_test_command():

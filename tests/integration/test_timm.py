@@ -107,3 +107,11 @@ def test_timm_training_pieces_drive_a_visattn_model():
     assert 0 <= float(top1) <= 100
     model.reset_classifier(2)
     assert model(x[:1]).shape == (1, 2)
+
+
+def test_readme_integration_examples_run_as_written(monkeypatch):
+    from test_readme import INTEGRATIONS, ROOT
+
+    monkeypatch.chdir(ROOT)
+    for code in INTEGRATIONS:
+        exec(compile(code, "README.md", "exec"), {})

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .. import _validate
 from .._modes import check, records_grad, under_transform
-from ._buffers import dot_into, mul_into
+from ._buffers import dot_into
 from ._counting import counted
 from ._recompute import differentiable_grads
 
