@@ -5,6 +5,8 @@ pieces; timm's VOLO state dicts give the same logits in the matching visattn var
 import pytest
 import torch
 
+pytestmark = pytest.mark.integration  # run in the second environment that .ci/run builds
+
 timm = pytest.importorskip("timm")
 pytest.importorskip("torchvision")
 
