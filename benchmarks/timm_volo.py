@@ -25,9 +25,13 @@ CASES = {  # name: (visattn variant, timm variant, image size, batch, mode)
     "fwdbwd-384-b1": ("volo_d1_384", "volo_d1_384", 384, 1, "fwdbwd"),
     "fwdbwd-448-b1": ("volo_d3_448", "volo_d3_448", 448, 1, "fwdbwd"),
 }
+# the one block that differs: VOLO-D1's outlook attention (192 channels, 6 heads, k 3, stride 2), batch 4
+BLOCK_CASES = {"outlook-28-fwd": (28, "fwd"), "outlook-28-fwdbwd": (28, "fwdbwd"), "outlook-48-fwd": (48, "fwd"),
+               "outlook-48-fwdbwd": (48, "fwdbwd")}
 
 
 def step(model, x, mode):
+    """One forward (inference mode) or forward + backward of a random output gradient."""
     if mode == "fwd":
         def run():
             with torch.inference_mode():
@@ -46,7 +50,39 @@ def step(model, x, mode):
     return run
 
 
+def interleaved(runs: dict, repeat: int, warmup: int = 2) -> dict:
+    """Median ms of each callable, timed round-robin."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    times = {k: [] for k in runs}
+    for _ in range(repeat):
+        for k, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t0)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
+def measure_block(case: str, repeat: int) -> dict:
+    from timm.models.volo import OutlookAttention as TimmOutlook
+
+    size, mode = BLOCK_CASES[case]
+    torch.manual_seed(0)
+    reference = TimmOutlook(192, 6, kernel_size=3, padding=1, stride=2)
+    ours = visattn.OutlookAttention(192, 6, 3, 1, 2)
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(4, size, size, 192, requires_grad=mode == "fwdbwd")
+    with torch.no_grad():
+        err = float((ours(x) - reference(x)).abs().max())
+    med = interleaved({"visattn": step(ours, x, mode), "timm": step(reference, x, mode)}, repeat)
+    return dict(case=case, visattn_ms=med["visattn"], timm_ms=med["timm"], ratio=med["timm"] / med["visattn"],
+                max_abs_diff=err)
+
+
 def measure(case: str, repeat: int, warmup: int = 2) -> dict:
+    if case in BLOCK_CASES:
+        return measure_block(case, repeat)
     ours_name, timm_name, size, batch, mode = CASES[case]
     torch.manual_seed(0)
     reference = timm.create_model(timm_name, drop_path_rate=0.0)
@@ -65,17 +101,7 @@ def measure(case: str, repeat: int, warmup: int = 2) -> dict:
         for sub in m.modules():
             if isinstance(sub, (torch.nn.Dropout, torch.nn.BatchNorm2d)):
                 sub.eval()
-    runs = {"visattn": step(ours, x, mode), "timm": step(reference, x, mode)}
-    for run in runs.values():
-        for _ in range(warmup):
-            run()
-    times = {k: [] for k in runs}
-    for _ in range(repeat):
-        for k, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            times[k].append(time.perf_counter() - t0)
-    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    med = interleaved({"visattn": step(ours, x, mode), "timm": step(reference, x, mode)}, repeat, warmup)
     return dict(case=case, visattn_ms=med["visattn"], timm_ms=med["timm"], ratio=med["timm"] / med["visattn"],
                 max_abs_diff=err)
 
@@ -83,9 +109,10 @@ def measure(case: str, repeat: int, warmup: int = 2) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--cases", default="all", help=f"comma-separated from {', '.join(CASES)}")
+    parser.add_argument("--cases", default="all",
+                        help=f"comma-separated from {', '.join([*CASES, *BLOCK_CASES])}; 'blocks' for the block cases")
     args = parser.parse_args()
-    cases = list(CASES) if args.cases == "all" else args.cases.split(",")
+    cases = {"all": list(CASES), "blocks": list(BLOCK_CASES)}.get(args.cases) or args.cases.split(",")
     print(f"torch {torch.__version__}, timm {timm.__version__}, {torch.get_num_threads()} threads; "
           f"median of {args.repeat} interleaved rounds\n")
     print("| case | visattn ms | timm ms | timm / visattn | max abs diff (logits) |")
