@@ -117,3 +117,13 @@ def test_readme_integration_examples_run_as_written(monkeypatch):
     monkeypatch.chdir(ROOT)
     for code in INTEGRATIONS:
         exec(compile(code, "README.md", "exec"), {})
+
+
+def test_bench_times_timm_volo_as_a_peer(tmp_path, capsys):
+    from visattn.app.cli import main
+
+    assert main(["bench", "--models", "volo_d1", "--peer", "timm", "--model-size", "64", "--model-batch", "1",
+                 "--mode", "fwd", "--repeat", "1", "--warmup", "0", "--no-plot", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "timm/fast" in out and " timm " in out
+    assert (tmp_path / "bench.csv").read_text().count("timm") >= 1

@@ -31,6 +31,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--models", help="comma-separated backbones to time (images/s)")
     parser.add_argument("--model-size", type=positive(int, 32), default=224, help="backbone input size (default 224)")
     parser.add_argument("--model-batch", type=parse_ints, help="backbone batch sizes (default 1,8 on CPU, 1,64 on GPU)")
+    parser.add_argument("--peer", choices=["timm"], help="also time timm's implementation of the --models (VOLO "
+                                                          "variants; same weights; needs timm)")
     parser.add_argument("--warmup", type=positive(int, 0), default=2)
     parser.add_argument("--repeat", type=positive(int), default=5)
     parser.add_argument("--out", default="bench-out", help="folder for bench.csv, bench.json, bench.png")
@@ -41,6 +43,7 @@ def _groups(args, device: str) -> list[list[Case]]:
     blocks = parse_list(args.blocks) if args.blocks else ([] if args.models else list_blocks(paper_only=True))
     models = parse_list(args.models) if args.models else []
     impls = ["fast", "reference"] if args.impl == "both" else [args.impl]
+    model_impls = impls + ([args.peer] if args.peer else [])
     modes = ["fwd", "fwdbwd"] if args.mode == "both" else [args.mode]
     groups = []
     for name in blocks:
@@ -54,7 +57,7 @@ def _groups(args, device: str) -> list[list[Case]]:
         for batch in model_batches:
             for mode in modes:
                 groups.append([Case("model", name, (args.model_size,) * 2, batch, impl, mode, dtype=args.dtype,
-                                    device=device) for impl in impls])
+                                    device=device) for impl in model_impls])
     return groups
 
 
@@ -70,6 +73,10 @@ def run(args, parser) -> int:
     for m in parse_list(args.models or ""):
         if m not in list_models():
             parser.error(f"unknown model {m!r}; choose from {', '.join(list_models())}")
+        if args.peer == "timm" and not m.startswith("volo_"):
+            parser.error(f"--peer timm: timm has no implementation of {m!r} to compare with (VOLO variants only)")
+    if args.peer and not args.models:
+        parser.error("--peer compares backbones: name them with --models")
     try:
         cpu_bf16.guard(args.dtype == "bfloat16", device, "bench")
     except cpu_bf16.Bf16Unavailable as err:

@@ -37,6 +37,9 @@ def add_ratios(rows: list[dict]) -> list[dict]:
             fast["speedup_lo"] = ref["p25_ms"] / fast["p75_ms"]
             fast["speedup_hi"] = ref["p75_ms"] / fast["p25_ms"]
             fast["mem_ratio"] = fast["peak_mib"] / ref["peak_mib"] if ref["peak_mib"] else None
+        peer = group.get("timm")
+        if fast and peer:
+            fast["vs_timm"] = peer["latency_ms"] / fast["latency_ms"]
     return rows
 
 
@@ -44,12 +47,14 @@ TABLE_COLUMNS = [("name", "block", ""), ("size_s", "HxW", ""), ("batch", "B", "d
                  ("impl", "path", ""), ("latency_ms", "ms", ".2f"), ("spread", "p25-p75 ms", ""),
                  ("throughput", "items/s", ".1f"), ("peak_mib", "peak MiB", ".1f"), ("gmacs", "GMACs", ".3f"),
                  ("speedup", "ref/fast", ".2f"), ("mem_ratio", "mem fast/ref", ".2f")]
+PEER_COLUMN = ("vs_timm", "timm/fast", ".2f")
 
 
 def table(rows: list[dict]) -> str:
     shown = [dict(r, size_s=f"{r['size'][0]}x{r['size'][1]}", spread=f"{r['p25_ms']:.2f}-{r['p75_ms']:.2f}")
              for r in rows]
-    return format_table(shown, TABLE_COLUMNS)
+    peer = [PEER_COLUMN] if any("vs_timm" in r for r in rows) else []
+    return format_table(shown, TABLE_COLUMNS + peer)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

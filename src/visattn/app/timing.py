@@ -55,9 +55,28 @@ class Case:
     device: str = "cpu"
 
 
+def timm_peer(name: str, size: int) -> nn.Module:
+    """timm's implementation of a visattn VOLO variant at ``size`` px, holding the weights of visattn's (so both
+    compute the same outputs). Needs timm (the integration environment)."""
+    try:
+        import timm  # optional: only the timm peer needs it
+    except ImportError as err:
+        raise ValueError("the timm peer needs timm (and torchvision): see the README's integration section") from err
+    if not name.startswith("volo_"):
+        raise ValueError(f"the timm peer exists for VOLO variants only, not {name!r}")
+    timm_name = name if name.count("_") == 2 else f"{name}_224"
+    ours = create_model(name, img_size=size)
+    peer = timm.create_model(timm_name, img_size=size)
+    peer.load_state_dict(ours.state_dict())
+    return peer
+
+
 def _module(case: Case) -> nn.Module:
     if case.kind == "model":
-        return create_model(case.name, impl=case.impl)
+        if case.impl == "timm":
+            return timm_peer(case.name, case.size[0])
+        # built for the benchmark size: VOLO's position embedding then needs no resize per call (as timm's)
+        return create_model(case.name, impl=case.impl, img_size=case.size[0])
     block = create_block(case.name, case.dim, case.heads, impl=case.impl)
     return Official(block) if case.impl == "reference" and type(block) in FORMULATIONS else block
 
