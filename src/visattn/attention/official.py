@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..functional import attention
 from .clo import CloAttention
 from .dilated import MultiScaleDilatedAttention
 from .hilo import HiLoAttention
@@ -22,11 +23,8 @@ from .outlook import OutlookAttention
 
 
 def _softmax_attention(block, q, k, v):
-    """``softmax(q k^T * scale) v`` with an explicit score matrix and attention dropout in training."""
-    attn = ((q @ k.transpose(-2, -1)) * block.scale).softmax(dim=-1)
-    if block.training and block.attn_drop > 0:
-        attn = F.dropout(attn, block.attn_drop)
-    return attn @ v
+    """The explicit-score softmax attention of the official code: the functional kernel's reference path."""
+    return attention(q, k, v, block.scale, block.attn_drop if block.training else 0.0, "reference")
 
 
 def hilo(block: HiLoAttention, x: torch.Tensor) -> torch.Tensor:

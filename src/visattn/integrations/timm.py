@@ -67,9 +67,7 @@ class TimmAdapter:
     def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
         take = take_indices(self.num_stages, indices)
         if prune_head:
-            for name in self._head_modules:
-                if hasattr(self, name) and (prune_norm or name != "norm"):
-                    delattr(self, name)
+            self.remove_head(keep_norm=not prune_norm)
         return take
 
     def reset_classifier(self, num_classes: int, global_pool=None) -> None:

@@ -160,6 +160,12 @@ class Backbone(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
+    def remove_head(self, keep_norm: bool = False) -> None:
+        """Delete the modules only classification needs (``_head_modules``), for feature extraction."""
+        for name in self._head_modules:
+            if hasattr(self, name) and not (keep_norm and name == "norm"):
+                delattr(self, name)
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a fresh one for ``num_classes`` (0: no classifier, ``forward`` gives features)."""
         self.num_classes = _validate.positive_int("num_classes", num_classes, minimum=0)

@@ -21,9 +21,7 @@ class FeatureExtractor(nn.Module):
         if not isinstance(backbone, Backbone):
             raise TypeError(f"FeatureExtractor wraps a visattn backbone, got {type(backbone).__name__}")
         self.out_indices = backbone.stage_indices(out_indices)
-        for name in backbone._head_modules:
-            if hasattr(backbone, name):
-                delattr(backbone, name)
+        backbone.remove_head()
         self.backbone = backbone
 
     @property
