@@ -4,7 +4,9 @@ import csv
 import json
 
 import pytest
+import torch
 
+import visattn
 from visattn.app.cli import main
 from visattn.app.timing import Case, case_macs, measure_group
 
@@ -16,12 +18,12 @@ def test_tiny_sweep_writes_valid_outputs(tmp_path, capsys):
                  "--model-size", "32", "--model-batch", "1", "--out", str(out)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "ref/fast" in text and "cloformer_xxs" in text
+    assert "ref/path" in text and "cloformer_xxs" in text
     with open(out / "bench.csv") as f:
         rows = list(csv.DictReader(f))
-    # 7 blocks x 2 sizes x 1 batch x 2 modes x 2 paths + 1 model x 1 batch x 2 modes x 2 paths
-    assert len(rows) == 7 * 2 * 2 * 2 + 4
-    assert {r["impl"] for r in rows} == {"fast", "reference"}
+    # 7 blocks x 2 sizes x 1 batch x 2 modes x 2 paths + 1 model x 1 batch x 2 modes x 2 paths + the fused forward
+    assert len(rows) == 7 * 2 * 2 * 2 + 4 + 1
+    assert {r["impl"] for r in rows} == {"fast", "reference", "fused"}
     assert all(float(r["latency_ms"]) > 0 and float(r["peak_mib"]) >= 0 for r in rows)
     data = json.loads((out / "bench.json").read_text())
     assert data["machine"]["torch"] and len(data["results"]) == len(rows)
@@ -38,6 +40,49 @@ def test_measured_macs_and_memory_are_the_cases_own():
     assert row["peak_mib"] > 0
 
 
+def test_runtimes_side_by_side(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "bench"
+    code = main(["bench", "--blocks", "hilo", "--sizes", "6x5", "--batch", "1", "--dim", "8", "--heads", "2",
+                 "--models", "cloformer_xxs", "--model-size", "32", "--model-batch", "1", "--mode", "fwd",
+                 "--runtime", "eager,compile,onnxruntime", "--repeat", "2", "--warmup", "1", "--out", str(out),
+                 "--no-plot"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "1st call s" in text
+    rows = json.loads((out / "bench.json").read_text())["results"]
+    labels = {(r["kind"], r["label"]) for r in rows}
+    assert labels == {("block", "fast"), ("block", "reference"), ("block", "fast/compile"),
+                      ("block", "fast/onnxruntime"), ("model", "fast"), ("model", "reference"), ("model", "fused"),
+                      ("model", "fused/compile"), ("model", "fused/onnxruntime")}
+    for r in rows:
+        assert r["latency_ms"] > 0 and r["speedup"] > 0 if r["impl"] != "reference" else True
+        # peaks are measured for eager paths only (onnxruntime allocates outside PyTorch)
+        assert (r["peak_mib"] is None) == (r["runtime"] != "eager")
+    compiled = [r for r in rows if r["runtime"] == "compile"]
+    assert all(r["first_call_s"] > r["latency_ms"] / 1e3 for r in compiled)  # the compile is in the first call
+
+
+def test_runtime_modules_compute_what_eager_computes(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from visattn.app.runtimes import runtime_module
+
+    torch.manual_seed(0)
+    block = visattn.create_block("outlook", 16, 2).eval()
+    x = torch.randn(2, 9, 7, 16)
+    ort = runtime_module(block, "onnxruntime", x, "BHWC")
+    for shape in [(1, 9, 7, 16), (3, 12, 5, 16)]:  # the export's dynamic axes
+        y = torch.randn(shape)
+        with torch.no_grad():
+            assert torch.allclose(ort(y), block(y), atol=1e-5)
+    with pytest.raises(ValueError, match="inference only"):
+        runtime_module(block, "onnxruntime", x, "BHWC", mode="fwdbwd")
+    with pytest.raises(ValueError, match="unknown runtime"):
+        runtime_module(block, "tvm", x)
+
+
 def test_bad_bench_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--blocks", "nope"])
@@ -47,3 +92,6 @@ def test_bad_bench_arguments(capsys):
     assert "unknown model 'resnet50'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "--batch", "0"])
+    with pytest.raises(SystemExit):
+        main(["bench", "--runtime", "eager,tensorrt"])
+    assert "unknown runtime" in capsys.readouterr().err

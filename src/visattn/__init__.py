@@ -19,6 +19,7 @@ from .attention import (
     register_block,
 )
 from .checkpoint import load_official
+from .fuse import fuse
 from .layers import ChannelsFirst, DeformConv2d, TokenSequence, deform_conv2d
 from .macs import MacReport, count_macs
 from .models import FeatureExtractor, create_model, list_models, register_model
@@ -42,6 +43,7 @@ __all__ = [
     "create_model",
     "deform_conv2d",
     "functional",
+    "fuse",
     "list_blocks",
     "list_models",
     "load_official",

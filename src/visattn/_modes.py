@@ -21,6 +21,13 @@ def is_tracing() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
+def is_onnx_export() -> bool:
+    """True while ``torch.onnx.export`` traces the code (dynamo or TorchScript exporter): kernels then record the
+    formulation that makes the smallest, fastest ONNX graph (stacked unfold/fold products instead of unrolled
+    shifted slices), which is not always the fastest eager one."""
+    return torch.onnx.is_in_onnx_export()
+
+
 def records_grad(*tensors: torch.Tensor) -> bool:
     """True when autograd is on and records an operation on any of ``tensors``."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)

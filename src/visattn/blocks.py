@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .functional._buffers import residual_add
 from .layers import DropPath, PositionalConv
 
 
@@ -43,9 +44,9 @@ class Block(nn.Module):
         if hasattr(self, "pos_embed"):
             x = self.pos_embed(x)
         if hasattr(self, "attn"):
-            x = x + self.drop_path(self.attn(self.norm1(x)))
+            x = residual_add(x, self.drop_path(self.attn(self.norm1(x))))
         shortcut = self.downsample(x) if hasattr(self, "downsample") else x
-        return shortcut + self.drop_path(self.mlp(self.norm2(x)))
+        return residual_add(shortcut, self.drop_path(self.mlp(self.norm2(x))))
 
 
 class ClassBlock(nn.Module):
@@ -60,6 +61,6 @@ class ClassBlock(nn.Module):
         self.mlp = mlp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cls = x[:, :1] + self.drop_path(self.attn(self.norm1(x)))  # (B, 1, C)
-        cls = cls + self.drop_path(self.mlp(self.norm2(cls)))
+        cls = residual_add(x[:, :1], self.drop_path(self.attn(self.norm1(x))))  # (B, 1, C)
+        cls = residual_add(cls, self.drop_path(self.mlp(self.norm2(cls))))
         return torch.cat([cls, x[:, 1:]], dim=1)  # (B, 1 + N, C)

@@ -3,6 +3,8 @@ formulation; a table on stdout, ``bench.csv``, ``bench.json`` (with the machine)
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -12,6 +14,7 @@ from ..models import list_models
 from . import cpu_bf16
 from .common import Progress, header, parse_ints, parse_list, parse_sizes, positive
 from .report import add_ratios, machine_info, table, write_csv, write_json, write_plot
+from .runtimes import RUNTIMES
 from .timing import Case, measure_group
 
 
@@ -28,6 +31,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mode", choices=["fwd", "fwdbwd", "both"], default="both",
                         help="forward only, forward+backward, or both (default)")
     parser.add_argument("--impl", choices=["fast", "reference", "both"], default="both")
+    parser.add_argument("--runtime", type=_runtimes, default=["eager"],
+                        help="comma-separated runtimes of the fast path: eager (default), compile (torch.compile; "
+                             "the first-call column holds the compile time), onnxruntime (forward only; needs the "
+                             "onnx extra). Backbones also get a 'fused' row (visattn.fuse) in forward mode")
     parser.add_argument("--models", help="comma-separated backbones to time (images/s)")
     parser.add_argument("--model-size", type=positive(int, 32), default=224, help="backbone input size (default 224)")
     parser.add_argument("--model-batch", type=parse_ints, help="backbone batch sizes (default 1,8 on CPU, 1,64 on GPU)")
@@ -37,6 +44,25 @@ def add_arguments(parser) -> None:
     parser.add_argument("--repeat", type=positive(int), default=5)
     parser.add_argument("--out", default="bench-out", help="folder for bench.csv, bench.json, bench.png")
     parser.add_argument("--no-plot", action="store_true")
+
+
+def _runtimes(text: str) -> list[str]:
+    names = parse_list(text)
+    bad = [n for n in names if n not in RUNTIMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown runtime(s) {bad or text!r}; choose from {', '.join(RUNTIMES)}")
+    return list(dict.fromkeys(names))
+
+
+def _extra_paths(kind: str, mode: str, runtimes: list[str]) -> list[tuple[str, str]]:
+    """(impl, runtime) of the fast path's other forms: inference uses the fused model for backbones."""
+    inference = "fused" if kind == "model" else "fast"
+    paths = [("fused", "eager")] if kind == "model" and mode == "fwd" else []
+    for rt in runtimes:
+        if rt == "eager" or (rt == "onnxruntime" and mode != "fwd"):
+            continue
+        paths.append((inference if mode == "fwd" else "fast", rt))
+    return paths
 
 
 def _groups(args, device: str) -> list[list[Case]]:
@@ -50,14 +76,22 @@ def _groups(args, device: str) -> list[list[Case]]:
         for size in args.sizes:
             for batch in args.batch:
                 for mode in modes:
-                    groups.append([Case("block", name, size, batch, impl, mode, args.dim, args.heads, args.dtype,
-                                        device) for impl in impls])
+                    cases = [Case("block", name, size, batch, impl, mode, args.dim, args.heads, args.dtype, device)
+                             for impl in impls]
+                    if "fast" in impls:
+                        cases += [replace(cases[0], impl=impl, runtime=rt)
+                                  for impl, rt in _extra_paths("block", mode, args.runtime)]
+                    groups.append(cases)
     model_batches = args.model_batch or ([1, 64] if device.startswith("cuda") else [1, 8])
     for name in models:
         for batch in model_batches:
             for mode in modes:
-                groups.append([Case("model", name, (args.model_size,) * 2, batch, impl, mode, dtype=args.dtype,
-                                    device=device) for impl in model_impls])
+                cases = [Case("model", name, (args.model_size,) * 2, batch, impl, mode, dtype=args.dtype,
+                              device=device) for impl in model_impls]
+                if "fast" in impls:
+                    cases += [replace(cases[0], impl=impl, runtime=rt)
+                              for impl, rt in _extra_paths("model", mode, args.runtime)]
+                groups.append(cases)
     return groups
 
 
@@ -81,6 +115,13 @@ def run(args, parser) -> int:
         cpu_bf16.guard(args.dtype == "bfloat16", device, "bench")
     except cpu_bf16.Bf16Unavailable as err:
         parser.error(str(err))
+    if "onnxruntime" in args.runtime and (device != "cpu" or args.dtype != "float32"):
+        parser.error("--runtime onnxruntime is measured on the CPU in float32 (the exported graph's CPU provider)")
+    if "onnxruntime" in args.runtime:
+        try:
+            import onnxruntime  # noqa: F401  (optional: checked before anything is timed)
+        except ImportError:
+            parser.error("--runtime onnxruntime needs onnxruntime and onnxscript: pip install 'visattn[onnx]'")
     groups = _groups(args, device)
     meta = machine_info(device)
     print(header())

@@ -5,23 +5,22 @@ Blocks take channels-last maps ``(B, H, W, C)``; backbones take images ``(B, 3, 
 ``torch.onnx.export(..., dynamo=True)``: shapes stay symbolic, so HiLo's padding, outlook's ``ceil(H/s)`` grid
 and the like follow the input at run time.
 
-Export time grows with the number of kernel slices the tracer unrolls: HiLo and CloFormer blocks take seconds,
-one dilated block ~10 s and one outlook block ~1 min on a 2-core CPU, whole DilateFormer / VOLO models several
-minutes.
+While exporting, outlook attention records its unfold / matmul / fold formulation and dilated attention its
+stacked shifted products (compact graphs that onnxruntime runs well); the graph optimiser then folds the shape
+arithmetic. Export times of every family's smallest variant are in benchmarks/RESULTS.md (section 10).
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 from torch import nn
-from torch.export import Dim
 
-from ..attention import MultiScaleDilatedAttention, OutlookAttention, create_block
+from ..attention import create_block
 from ..models import create_model
 from .common import exit_code, parse_overrides, parse_size, parse_sizes, positive
+from .runtimes import export_onnx, verify
 from .weights import load_model
 
 
@@ -45,43 +44,6 @@ def example_input(layout: str, size: tuple[int, int], batch: int = 2, channels: 
     return torch.randn(batch, H, W, channels) if layout == "BHWC" else torch.randn(batch, 3, H, W)
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path, layout: str, opset: int = 18,
-                optimize: bool = False) -> Path:
-    """Export with dynamic batch and spatial dimensions; returns the path. ``optimize`` runs onnxscript's graph
-    optimiser (smaller files; slow on the large graphs the unrolled kernels make)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    spatial = (1, 2) if layout == "BHWC" else (2, 3)
-    dynamic = {0: Dim.AUTO, spatial[0]: Dim.AUTO, spatial[1]: Dim.AUTO}
-    with torch.no_grad():
-        program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=({**dynamic},),
-                                    input_names=["input"], output_names=["output"], opset_version=opset,
-                                    optimize=optimize)
-    program.save(str(path))
-    return path
-
-
-def verify(path, module: nn.Module, inputs: list[torch.Tensor]) -> list[float]:
-    """Relative error ``max|onnx - torch| / max|torch|`` for each input (needs onnxruntime)."""
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        raise ImportError("verification needs onnxruntime: pip install 'visattn[onnx]'") from err
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    errors = []
-    for x in inputs:
-        with torch.no_grad():
-            expected = module(x)
-        try:
-            got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-        except Exception as err:  # noqa: BLE001  (onnxruntime raises its own types)
-            raise AssertionError(f"onnxruntime failed at input {tuple(x.shape)}: {str(err)[:300]}") from None
-        if got.shape != expected.shape:
-            raise AssertionError(f"ONNX output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
-        errors.append(float((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)))
-    return errors
-
-
 def run(args, parser) -> int:
     def body():
         module, layout, name = build_target(args.block, args.model, parse_overrides(args.overrides), args.dim,
@@ -89,12 +51,7 @@ def run(args, parser) -> int:
         channels = args.dim
         example = example_input(layout, args.size, args.batch, channels)
         print(f"exporting {name} ({layout}, dynamic batch/height/width) to {args.output} ...", flush=True)
-        slow = sum(isinstance(m, (OutlookAttention, MultiScaleDilatedAttention)) for m in module.modules())
-        if slow:
-            print(f"note: {slow} outlook/dilated attention layer(s): the tracer unrolls their k x k kernels, so this "
-                  f"export takes about a minute per layer on a 2-core CPU and the file grows by ~10 MB per layer",
-                  flush=True)
-        path = export_onnx(module, example, args.output, layout, args.opset, args.optimize)
+        path = export_onnx(module, example, args.output, layout, args.opset, not args.no_optimize)
         print(f"exported {name} to {path} ({path.stat().st_size / 2 ** 20:.1f} MiB)")
         if args.no_verify:
             return 0
@@ -133,6 +90,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--verify", type=parse_sizes, help="sizes to check with onnxruntime, e.g. 40x48,72x56 "
                                                            "(default: three)")
     parser.add_argument("--no-verify", action="store_true")
-    parser.add_argument("--optimize", action="store_true", help="run the ONNX graph optimiser (slow)")
+    parser.add_argument("--no-optimize", action="store_true",
+                        help="skip the ONNX graph optimiser (on by default: ~5x fewer nodes for a second or two)")
     parser.add_argument("--tolerance", type=positive(float, 0.0), default=1e-4,
                         help="max relative error (default 1e-4)")

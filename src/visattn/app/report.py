@@ -24,19 +24,23 @@ def machine_info(device: str = "cpu") -> dict:
 
 
 def add_ratios(rows: list[dict]) -> list[dict]:
-    """Attach reference/fast latency and fast/reference memory ratios to the fast rows of each group."""
+    """Attach reference/path latency and path/reference memory ratios to every non-reference row of each group
+    (``fast``, ``fused``, the compiled and onnxruntime rows, the peer), and timm/fast to the fast row."""
     by_group = {}
     for r in rows:
         key = tuple((k, r[k]) for k in ("kind", "name", "size", "batch", "mode", "dim", "heads", "dtype", "device"))
-        by_group.setdefault(key, {})[r["impl"]] = r
+        by_group.setdefault(key, {})[r.get("label", r["impl"])] = r
     for group in by_group.values():
-        fast, ref = group.get("fast"), group.get("reference")
-        if fast and ref:
-            fast["speedup"] = ref["latency_ms"] / fast["latency_ms"]
-            # the spread of the ratio from the two p25-p75 spreads (slowest fast vs fastest reference and back)
-            fast["speedup_lo"] = ref["p25_ms"] / fast["p75_ms"]
-            fast["speedup_hi"] = ref["p75_ms"] / fast["p25_ms"]
-            fast["mem_ratio"] = fast["peak_mib"] / ref["peak_mib"] if ref["peak_mib"] else None
+        ref, fast = group.get("reference"), group.get("fast")
+        for label, row in group.items():
+            if label == "reference" or not ref:
+                continue
+            row["speedup"] = ref["latency_ms"] / row["latency_ms"]
+            # the spread of the ratio from the two p25-p75 spreads (slowest path vs fastest reference and back)
+            row["speedup_lo"] = ref["p25_ms"] / row["p75_ms"]
+            row["speedup_hi"] = ref["p75_ms"] / row["p25_ms"]
+            row["mem_ratio"] = row["peak_mib"] / ref["peak_mib"] if ref["peak_mib"] and row["peak_mib"] is not None \
+                else None
         peer = group.get("timm")
         if fast and peer:
             fast["vs_timm"] = peer["latency_ms"] / fast["latency_ms"]
@@ -44,17 +48,19 @@ def add_ratios(rows: list[dict]) -> list[dict]:
 
 
 TABLE_COLUMNS = [("name", "block", ""), ("size_s", "HxW", ""), ("batch", "B", "d"), ("mode", "mode", ""),
-                 ("impl", "path", ""), ("latency_ms", "ms", ".2f"), ("spread", "p25-p75 ms", ""),
+                 ("label", "path", ""), ("latency_ms", "ms", ".2f"), ("spread", "p25-p75 ms", ""),
                  ("throughput", "items/s", ".1f"), ("peak_mib", "peak MiB", ".1f"), ("gmacs", "GMACs", ".3f"),
-                 ("speedup", "ref/fast", ".2f"), ("mem_ratio", "mem fast/ref", ".2f")]
+                 ("speedup", "ref/path", ".2f"), ("mem_ratio", "mem path/ref", ".2f")]
 PEER_COLUMN = ("vs_timm", "timm/fast", ".2f")
+FIRST_CALL_COLUMN = ("first_call_s", "1st call s", ".1f")  # compile time for torch.compile rows
 
 
 def table(rows: list[dict]) -> str:
-    shown = [dict(r, size_s=f"{r['size'][0]}x{r['size'][1]}", spread=f"{r['p25_ms']:.2f}-{r['p75_ms']:.2f}")
-             for r in rows]
+    shown = [dict(r, size_s=f"{r['size'][0]}x{r['size'][1]}", spread=f"{r['p25_ms']:.2f}-{r['p75_ms']:.2f}",
+                  label=r.get("label", r["impl"])) for r in rows]
     peer = [PEER_COLUMN] if any("vs_timm" in r for r in rows) else []
-    return format_table(shown, TABLE_COLUMNS + peer)
+    first = [FIRST_CALL_COLUMN] if any(r.get("runtime", "eager") != "eager" for r in rows) else []
+    return format_table(shown, TABLE_COLUMNS + peer + first)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -78,7 +84,7 @@ def write_plot(rows: list[dict], path: Path) -> bool:
         from matplotlib.figure import Figure
     except ImportError:
         return False
-    rows = [r for r in rows if r["kind"] == "block" and "speedup" in r]
+    rows = [r for r in rows if r["kind"] == "block" and r.get("label", r["impl"]) == "fast" and "speedup" in r]
     if not rows:
         return False
     modes = [m for m in ("fwd", "fwdbwd") if any(r["mode"] == m for r in rows)]

@@ -14,17 +14,19 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
 
 from ..attention import Official, block_entry, create_block, list_blocks
 from ..attention.official import FORMULATIONS
+from ..fuse import fuse
 from ..layers import DropPath
 from ..macs import count_macs
 from ..memory import peak_memory
 from ..models import create_model
+from .runtimes import runtime_module
 
 
 def time_call(fn: Callable[[], object], warmup: int = 2, repeat: int = 10) -> list[float]:
@@ -53,6 +55,12 @@ class Case:
     heads: int = 4
     dtype: str = "float32"
     device: str = "cpu"
+    runtime: str = "eager"  # "eager", "compile" or "onnxruntime" (app.runtimes)
+
+    @property
+    def label(self) -> str:
+        """The path as the table shows it: ``fast``, ``fused``, ``reference``, ``timm``, ``fused/onnxruntime``..."""
+        return self.impl if self.runtime == "eager" else f"{self.impl}/{self.runtime}"
 
 
 def timm_peer(name: str, size: int) -> nn.Module:
@@ -76,6 +84,8 @@ def _module(case: Case) -> nn.Module:
         if case.impl == "timm":
             return timm_peer(case.name, case.size[0])
         # built for the benchmark size: VOLO's position embedding then needs no resize per call (as timm's)
+        if case.impl == "fused":  # the fast path with visattn.fuse's inference folds
+            return fuse(create_model(case.name, img_size=case.size[0]))
         return create_model(case.name, impl=case.impl, img_size=case.size[0])
     block = create_block(case.name, case.dim, case.heads, impl=case.impl)
     return Official(block) if case.impl == "reference" and type(block) in FORMULATIONS else block
@@ -87,21 +97,26 @@ def _input_shape(case: Case) -> tuple[int, ...]:
 
 def case_macs(case: Case) -> int:
     """MACs of one forward pass of the case, counted on the meta device (nothing allocated)."""
+    arithmetic = replace(case, impl="fast", runtime="eager") if case.impl == "fused" else case  # folds add none
     with torch.device("meta"):
-        return count_macs(_module(case), torch.empty(_input_shape(case))).total
+        return count_macs(_module(arithmetic), torch.empty(_input_shape(case))).total
 
 
 def _make(case: Case):
-    """Module and input for a case (on its device and dtype)."""
+    """Module (as the case's runtime runs it), input (on the case's device and dtype) and parameter count."""
     dtype, device = getattr(torch, case.dtype), torch.device(case.device)
     module = _module(case).to(device=device, dtype=dtype)
-    x = torch.randn(_input_shape(case))
+    x = torch.randn(_input_shape(case)).to(device=device, dtype=dtype)
     module.train(case.mode == "fwdbwd")
     if case.mode == "fwdbwd":
         for m in module.modules():  # keep dropout / drop path / BatchNorm deterministic and comparable
             if isinstance(m, (nn.Dropout, nn.BatchNorm2d, DropPath)):
                 m.eval()
-    return module, x.to(device=device, dtype=dtype)
+    layout = "BCHW" if case.kind == "model" else "BHWC"
+    if case.runtime == "compile":
+        torch._dynamo.reset()  # each compiled case starts cold: its first call is its own compile time
+    params = sum(p.numel() for p in module.parameters())
+    return runtime_module(module, case.runtime, x, layout, case.mode), x, params
 
 
 def _step(case: Case, module, x) -> Callable[[], None]:
@@ -133,10 +148,15 @@ def _sync(device: str) -> None:
 def measure_group(cases: list[Case], warmup: int = 2, repeat: int = 7) -> list[dict]:
     """Time the cases of one group round-robin, then measure each one's peak memory and MACs."""
     built = [(c, *_make(c)) for c in cases]
-    steps = [_step(c, m, x) for c, m, x in built]
+    steps = [_step(c, m, x) for c, m, x, _ in built]
     cuda = cases[0].device.startswith("cuda")
+    first_call = []
     for step in steps:
-        for _ in range(warmup):
+        t0 = time.perf_counter()
+        step()  # the first call: compiles under torch.compile
+        _sync(cases[0].device)
+        first_call.append(time.perf_counter() - t0)
+        for _ in range(warmup - 1):
             step()
     _sync(cases[0].device)
     times = [[] for _ in steps]
@@ -154,14 +174,19 @@ def measure_group(cases: list[Case], warmup: int = 2, repeat: int = 7) -> list[d
                 step()
                 times[i].append(time.perf_counter() - t0)
     rows = []
-    for (case, module, x), step, ts in zip(built, steps, times, strict=True):
+    for (case, module, x, params), step, ts, first in zip(built, steps, times, first_call, strict=True):
+        # onnxruntime allocates outside PyTorch, and on the CPU the tracking dispatch mode would make a compiled
+        # module recompile: their peaks are not measured (None)
+        measured = case.runtime == "eager" or (case.runtime == "compile" and case.device.startswith("cuda"))
         with peak_memory(case.device) as mem:
-            step()
+            if measured:
+                step()
         q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
         median = statistics.median(ts)
         rows.append(dict(**asdict(case), latency_ms=1e3 * median, p25_ms=1e3 * q[0], p75_ms=1e3 * q[2],
-                         throughput=case.batch / median, peak_mib=mem.peak / 2 ** 20,
-                         params=sum(p.numel() for p in module.parameters()), gmacs=case_macs(case) / 1e9))
+                         throughput=case.batch / median, first_call_s=first, label=case.label,
+                         peak_mib=mem.peak / 2 ** 20 if measured else None,
+                         params=params, gmacs=case_macs(case) / 1e9))
         del module, x
     return rows
 

@@ -55,6 +55,9 @@ class HiLoAttention(nn.Module):
         if self.h_heads > 0:
             self.h_qkv = nn.Linear(dim, 3 * self.h_dim, bias=qkv_bias)
             self.h_proj = nn.Linear(self.h_dim, self.h_dim)
+        # [h_qkv | l_q] built once by precompute_projections (non-persistent: the state_dict keeps official keys)
+        self.register_buffer("fused_in_weight", None, persistent=False)
+        self.register_buffer("fused_in_bias", None, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _validate.channels_last_map(x, self.dim, type(self).__name__)
@@ -91,10 +94,26 @@ class HiLoAttention(nn.Module):
         branches exist (the two read the same input)."""
         if not (self.h_heads and self.l_heads):
             return (self.h_qkv(xp) if self.h_heads else None), (self.l_q(x) if self.l_heads else None)
-        weight = torch.cat([self.h_qkv.weight, self.l_q.weight])
-        bias = None if self.h_qkv.bias is None else torch.cat([self.h_qkv.bias, self.l_q.bias])
+        if self.fused_in_weight is not None:
+            weight, bias = self.fused_in_weight, self.fused_in_bias
+        else:
+            weight, bias = self._concat_input()
         fused = F.linear(xp, weight, bias)  # (B, Hp, Wp, 3 h_dim + l_dim)
         return fused[..., :3 * self.h_dim], fused[:, :H, :W, 3 * self.h_dim:]  # (B, Hp, Wp, 3 h_dim), (B, H, W, l_dim)
+
+    def _concat_input(self):
+        weight = torch.cat([self.h_qkv.weight, self.l_q.weight])  # (3 h_dim + l_dim, C)
+        bias = None if self.h_qkv.bias is None else torch.cat([self.h_qkv.bias, self.l_q.bias])
+        return weight, bias
+
+    def precompute_projections(self) -> None:
+        """Build the concatenated ``[h_qkv | l_q]`` weight once (``visattn.fuse`` calls this for inference): later
+        changes of ``h_qkv`` / ``l_q`` are not seen until it is called again."""
+        if self.h_heads and self.l_heads:
+            with torch.no_grad():
+                weight, bias = self._concat_input()
+                self.fused_in_weight = weight.detach().clone()
+                self.fused_in_bias = None if bias is None else bias.detach().clone()
 
     def _project(self, branches, x):
         """Per-branch output projections, concatenated along channels (Hi-Fi first)."""

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
-from .._modes import records_grad, under_transform
+from .._modes import is_tracing, records_grad, under_transform
 from ._buffers import dot_into, mul_into
 from ._counting import counted
 from ._recompute import differentiable_grads
@@ -79,7 +79,7 @@ def _fast(q, k, v, ks, r, scale, dropout_p):
     qc, kc, vc = (t.permute(0, 1, 4, 2, 3) for t in (q, k, v))  # (B, nh, hd, H, W)
     shifts = [(a * r, b * r) for a in range(ks) for b in range(ks)]
     needs_grad = records_grad(q, k, v)
-    if under_transform() or (needs_grad and dropout_p > 0):
+    if under_transform() or is_tracing() or (needs_grad and dropout_p > 0):
         return _fast_autograd(qc, kc, vc, r * (ks // 2), shifts, scale, dropout_p).permute(0, 1, 3, 4, 2)
     if needs_grad:
         return _DilatedAttention.apply(qc, kc, vc, r * (ks // 2), shifts, scale).permute(0, 1, 3, 4, 2)
@@ -150,15 +150,20 @@ class _DilatedAttention(torch.autograd.Function):
 
 
 def _fast_autograd(qc, kc, vc, pad, shifts, scale, dropout_p):
-    """The same computation from differentiable ops: with attention dropout (which needs its mask), inside
-    ``torch.func`` transforms, and for higher derivatives."""
-    H, W = qc.shape[-2:]
+    """The same computation from differentiable ops without in-place writes: with attention dropout (which needs
+    its mask), inside ``torch.func`` transforms, for higher derivatives, and while tracing (compact graphs)."""
     kp, vp = _pad(kc, pad), _pad(vc, pad)
-    logits = torch.stack([(qc * kp[..., a:a + H, b:b + W]).sum(2) for a, b in shifts], dim=2)  # (B, nh, k*k, H, W)
+    logits = torch.stack([(qc * _shifted(kp, a, b, pad)).sum(2) for a, b in shifts], dim=2)  # (B, nh, k*k, H, W)
     attn = (logits * scale).softmax(dim=2)
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
-    out = attn[:, :, 0, None] * vp[..., :H, :W]  # (B, nh, hd, H, W)
+    out = attn[:, :, 0, None] * _shifted(vp, *shifts[0], pad)  # (B, nh, hd, H, W)
     for i, (a, b) in enumerate(shifts[1:], start=1):
-        out = out.addcmul(attn[:, :, i, None], vp[..., a:a + H, b:b + W])
+        out = out.addcmul(attn[:, :, i, None], _shifted(vp, a, b, pad))
     return out
+
+
+def _shifted(tp, a, b, pad):
+    """``tp[..., a:a+H, b:b+W]`` of a map padded by ``pad`` on each side, with ends counted from the back
+    (``a - 2*pad``): constant slice bounds, so a traced graph needs no arithmetic on the symbolic H, W."""
+    return tp[..., a:(a - 2 * pad) or None, b:(b - 2 * pad) or None]  # (B, nh, hd, H, W)

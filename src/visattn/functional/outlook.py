@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
-from .._modes import check, records_grad, under_transform
+from .._modes import check, is_onnx_export, records_grad, under_transform
 from ._buffers import dot_into
 from ._counting import counted
 from ._recompute import differentiable_grads
@@ -57,7 +57,9 @@ def outlook_aggregate(attn, v, kernel_size: int = 3, padding: int = 1, stride: i
     _check_shapes(attn, v, ks, s)
     B, nh, H, W, hd = v.shape
     h, w = attn.shape[2:4]
-    fn = _reference if impl == "reference" or under_transform() else _fast
+    # ONNX: unfold / matmul / fold export as Im2Col-like gathers, MatMul and Col2Im, a graph ~100x smaller and ~3x
+    # faster in onnxruntime than the unrolled offsets of the fast path (benchmarks/RESULTS.md, section 10)
+    fn = _reference if impl == "reference" or under_transform() or is_onnx_export() else _fast
     return counted("outlook_aggregate", B * nh * h * w * ks ** 4 * hd, fn, attn, v, ks, p, s)
 
 
@@ -69,7 +71,7 @@ def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride:
     only the normalised weights and v for backward and computes the softmax gradient in place.
     """
     _validate.impl(impl)
-    if impl == "reference" or under_transform():  # torch.func: plain differentiable operations
+    if impl == "reference" or under_transform() or is_onnx_export():  # torch.func: plain differentiable ops
         return outlook_aggregate((logits * scale).softmax(dim=-1), v, kernel_size, padding, stride, impl)
     if not records_grad(logits, v):
         ac = logits.permute(0, 1, 4, 5, 2, 3)  # (B, nh, k*k, k*k, h, w): softmax over a non-trailing axis

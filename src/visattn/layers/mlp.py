@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._modes import is_tracing
 from ..functional import pointwise
+
+
+def _activate(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)``; GELU in place on eager inference (``x`` is a layer's fresh output: no page-faulting new tensor)."""
+    if type(act) is nn.GELU and not torch.is_grad_enabled() and not is_tracing() and x.is_contiguous():
+        return torch.ops.aten.gelu_(x, approximate=act.approximate)
+    return act(x)
 
 
 def _nchw(x: torch.Tensor) -> torch.Tensor:
@@ -28,7 +36,7 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return self.drop(self.fc2(self.drop(_activate(self.act, self.fc1(x)))))
 
 
 class DWConv(nn.Module):
@@ -54,7 +62,7 @@ class DWConvMlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.dwconv(self.fc1(x))))))
+        return self.drop(self.fc2(self.drop(_activate(self.act, self.dwconv(self.fc1(x))))))
 
 
 class ConvFFN(nn.Module):
@@ -74,6 +82,6 @@ class ConvFFN(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(pointwise(self.fc1.weight, self.fc1.bias, x))  # (B, H, W, hidden)
+        x = _activate(self.act, pointwise(self.fc1.weight, self.fc1.bias, x))  # (B, H, W, hidden)
         x = _nhwc(self.dwconv(_nchw(x)))  # (B, H', W', hidden)
         return self.drop(pointwise(self.fc2.weight, self.fc2.bias, self.drop(x)))  # (B, H', W', out)

@@ -42,7 +42,7 @@ class PatchEmbed(nn.Module):
 
 def resize_pos_embed(pos: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(1, h, w, C) position embedding -> (1, H, W, C), bicubic (identity when the size already matches)."""
-    if tuple(pos.shape[1:3]) == tuple(size) and not is_tracing():  # traced: always resize
+    if not is_tracing() and tuple(pos.shape[1:3]) == tuple(size):  # traced: always resize (no guard on the size)
         return pos
     resized = F.interpolate(pos.permute(0, 3, 1, 2), size=size, mode="bicubic", align_corners=False)
     return resized.permute(0, 2, 3, 1)
@@ -157,7 +157,19 @@ class VOLO(Backbone):
         return range(start, end)
 
     def _add_pos(self, x):
-        return self.pos_drop(x + resize_pos_embed(self.pos_embed, tuple(x.shape[1:3])))
+        return self.pos_drop(x + self._pos_embed_for(tuple(x.shape[1:3])))
+
+    def _pos_embed_for(self, size: tuple[int, int]) -> torch.Tensor:
+        """The position embedding resized to ``size``; in eager inference (autograd off) the last resize is kept and
+        reused while the embedding is unchanged (same version, dtype, device), so same-sized inputs resize once."""
+        pos = self.pos_embed
+        if is_tracing() or torch.is_grad_enabled():
+            return resize_pos_embed(pos, size)
+        key = (size, pos._version, pos.data_ptr(), pos.dtype, pos.device, torch.is_inference_mode_enabled())
+        cached = getattr(self, "_pos_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._pos_cache = (key, resize_pos_embed(pos.detach(), size))
+        return cached[1]
 
     def forward_stage(self, i, x):
         feat = None
