@@ -54,12 +54,12 @@ def outlook_aggregate(attn, v, kernel_size: int = 3, padding: int = 1, stride: i
     if p >= ks:
         raise ValueError(f"padding must be < kernel_size ({ks}) so that a window overlaps its cell, got {p}")
     _validate.impl(impl)
+    if _compiled_strided(s):
+        return _eager_outlook_aggregate(attn, v, ks, p, s, impl)
     _check_shapes(attn, v, ks, s)
     B, nh, H, W, hd = v.shape
     h, w = attn.shape[2:4]
-    # ONNX: unfold / matmul / fold export as Im2Col-like gathers, MatMul and Col2Im, a graph ~100x smaller and ~3x
-    # faster in onnxruntime than the unrolled offsets of the fast path (benchmarks/RESULTS.md, section 10)
-    fn = _reference if impl == "reference" or under_transform() or is_onnx_export() else _fast
+    fn = _reference if impl == "reference" or under_transform() or _traced_as_reference() else _fast
     return counted("outlook_aggregate", B * nh * h * w * ks ** 4 * hd, fn, attn, v, ks, p, s)
 
 
@@ -71,7 +71,9 @@ def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride:
     only the normalised weights and v for backward and computes the softmax gradient in place.
     """
     _validate.impl(impl)
-    if impl == "reference" or under_transform() or is_onnx_export():  # torch.func: plain differentiable ops
+    if _compiled_strided(stride):
+        return _eager_outlook_attention(logits, v, kernel_size, padding, stride, scale, impl)
+    if impl == "reference" or under_transform() or _traced_as_reference():  # plain differentiable ops
         return outlook_aggregate((logits * scale).softmax(dim=-1), v, kernel_size, padding, stride, impl)
     if not records_grad(logits, v):
         ac = logits.permute(0, 1, 4, 5, 2, 3)  # (B, nh, k*k, k*k, h, w): softmax over a non-trailing axis
@@ -87,6 +89,31 @@ def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride:
         return out.permute(0, 1, 3, 4, 2)  # (B, nh, H, W, hd) view
 
     return counted("outlook_aggregate", B * nh * h * w * ks ** 4 * hd, fused, logits, v, ks, padding, stride)
+
+
+def _compiled_strided(stride) -> bool:
+    """Strided windows under ``torch.compile``: inductor's code for them (both paths: the strided fold of the fast
+    one, col2im after the permuted window products of the reference one) corrupts the heap in torch 2.13 (VOLO-D1's
+    outlooker, stride 2: double free at the first call), so the kernel runs eagerly behind a graph break
+    (tests/test_compile.py holds VOLO to this). Exporters trace the unfold / fold form instead."""
+    return stride > 1 and torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+
+
+@torch.compiler.disable
+def _eager_outlook_attention(*args):
+    return outlook_attention(*args)
+
+
+@torch.compiler.disable
+def _eager_outlook_aggregate(*args):
+    return outlook_aggregate(*args)
+
+
+def _traced_as_reference() -> bool:
+    """Exporters record the unfold / matmul / fold formulation: for ONNX it is the better graph (Im2Col-like
+    gathers, MatMul and Col2Im: ~100x fewer nodes and ~3x faster in onnxruntime than the unrolled offsets,
+    benchmarks/RESULTS.md section 10)."""
+    return is_onnx_export() or torch.compiler.is_exporting()
 
 
 def _check_shapes(attn, v, ks, s):
