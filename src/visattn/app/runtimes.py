@@ -13,6 +13,7 @@ from torch import nn
 from torch.export import Dim
 
 RUNTIMES = ("eager", "compile", "onnxruntime")
+COMPILE_OPTIONS = {"fwd": {"freezing": True}, "fwdbwd": {}}  # the recommended torch.compile options per use
 
 
 def export_onnx(module: nn.Module, example: torch.Tensor, path, layout: str, opset: int = 18,
@@ -65,6 +66,9 @@ class OrtModule(nn.Module):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # no busy-waiting between runs: spinning threads would steal the CPU from whatever runs next (an
+        # interleaved benchmark's other paths, or the rest of the caller's program)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = str(path)
         self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
@@ -81,7 +85,9 @@ def runtime_module(module: nn.Module, runtime: str, example: torch.Tensor, layou
     if runtime == "eager":
         return module
     if runtime == "compile":
-        return torch.compile(module)  # the default mode: see RESULTS.md section 9 for what it gives
+        # inference: inductor's freezing (weights become constants: folded, pre-packed for the CPU's GEMM and
+        # convolution kernels); training: the default mode. RESULTS.md section 11 measures both.
+        return torch.compile(module, options=dict(COMPILE_OPTIONS[mode]))
     if runtime != "onnxruntime":
         raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
     if mode != "fwd":
