@@ -68,7 +68,7 @@ def runtime_table(tag: str, mode: str) -> str:
                       joined([e["latency_ms"] / x["latency_ms"] for e, x in zip(eager, rows, strict=True)], ".2f")]
         compiled = [r[(m, f"{base}/compile")] for r in runs]
         cells.append(joined([c["first_call_s"] for c in compiled], ".0f"))
-        cells.append(" / ".join(f"{e['throughput']:.1f} / {c['throughput']:.1f}"
+        cells.append(" / ".join(f"{e['throughput']:.1f} -> {c['throughput']:.1f}"
                                 for e, c in zip(eager, compiled, strict=True)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
