@@ -123,3 +123,22 @@ def test_volo_position_embedding_cache_follows_the_weights():
     with torch.enable_grad():
         assert torch.allclose(model(x), changed, atol=1e-6)
     assert not torch.allclose(changed, first)
+
+
+def test_hooked_outputs_are_never_overwritten():
+    """A forward hook that keeps a module's output (feature extraction, visualisation) sees that output, not the
+    residual sum or the in-place GELU written over it by the eager-inference buffer reuse."""
+    torch.manual_seed(0)
+    block = Block(8, Mlp(8, 16), visattn.create_block("mhsa", 8, 2)).eval()
+    kept = {}
+    hooks = [block.attn.register_forward_hook(lambda m, a, out: kept.__setitem__("attn", out)),
+             block.mlp.fc1.register_forward_hook(lambda m, a, out: kept.__setitem__("fc1", out))]
+    x = torch.randn(2, 3, 5, 8)
+    with torch.no_grad():
+        block(x)
+        for h in hooks:
+            h.remove()
+        expected_attn = block.attn(block.norm1(x))
+        expected_fc1 = block.mlp.fc1(block.norm2(x + expected_attn))
+    assert torch.allclose(kept["attn"], expected_attn, atol=1e-6)
+    assert torch.allclose(kept["fc1"], expected_fc1, atol=1e-6)

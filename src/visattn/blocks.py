@@ -7,6 +7,12 @@ from torch import nn
 
 from .functional._buffers import residual_add
 from .layers import DropPath, PositionalConv
+from .layers.mlp import observed
+
+
+def _add_branch(x: torch.Tensor, out: torch.Tensor, *producers: nn.Module) -> torch.Tensor:
+    """``x + out`` (in eager inference written into ``out``, unless a forward hook on a producer may hold it)."""
+    return residual_add(x, out, not any(observed(m) for m in producers))
 
 
 class Block(nn.Module):
@@ -44,9 +50,9 @@ class Block(nn.Module):
         if hasattr(self, "pos_embed"):
             x = self.pos_embed(x)
         if hasattr(self, "attn"):
-            x = residual_add(x, self.drop_path(self.attn(self.norm1(x))))
+            x = _add_branch(x, self.drop_path(self.attn(self.norm1(x))), self.attn, self.drop_path)
         shortcut = self.downsample(x) if hasattr(self, "downsample") else x
-        return residual_add(shortcut, self.drop_path(self.mlp(self.norm2(x))))
+        return _add_branch(shortcut, self.drop_path(self.mlp(self.norm2(x))), self.mlp, self.drop_path)
 
 
 class ClassBlock(nn.Module):
@@ -61,6 +67,6 @@ class ClassBlock(nn.Module):
         self.mlp = mlp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cls = residual_add(x[:, :1], self.drop_path(self.attn(self.norm1(x))))  # (B, 1, C)
-        cls = residual_add(cls, self.drop_path(self.mlp(self.norm2(cls))))
+        cls = _add_branch(x[:, :1], self.drop_path(self.attn(self.norm1(x))), self.attn, self.drop_path)  # (B, 1, C)
+        cls = _add_branch(cls, self.drop_path(self.mlp(self.norm2(cls))), self.mlp, self.drop_path)
         return torch.cat([cls, x[:, 1:]], dim=1)  # (B, 1 + N, C)

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks
 
 from .._modes import is_tracing
 from ..functional import pointwise
 
 
-def _activate(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``act(x)``; GELU in place on eager inference (``x`` is a layer's fresh output: no page-faulting new tensor)."""
-    if type(act) is nn.GELU and not torch.is_grad_enabled() and not is_tracing() and x.is_contiguous():
+def observed(module: nn.Module) -> bool:
+    """True when a forward hook (on ``module``, inside it, or global) may hold a reference to what ``module``
+    returned: then that output must not be overwritten in place by the eager-inference buffer reuse."""
+    return bool(_global_forward_hooks) or any(m._forward_hooks for m in module.modules())
+
+
+def _activate(act: nn.Module, x: torch.Tensor, producer: nn.Module | None = None) -> torch.Tensor:
+    """``act(x)``; GELU in place on eager inference (``x`` is a layer's fresh output: no page-faulting new tensor),
+    unless a hook may hold ``x`` (``producer``: the module that returned it) or ``act`` itself is hooked."""
+    if (type(act) is nn.GELU and not torch.is_grad_enabled() and not is_tracing() and x.is_contiguous()
+            and not act._forward_hooks and not act._forward_pre_hooks and not _global_forward_hooks
+            and not (producer is not None and observed(producer))):
         return torch.ops.aten.gelu_(x, approximate=act.approximate)
     return act(x)
 
@@ -36,7 +46,7 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(_activate(self.act, self.fc1(x)))))
+        return self.drop(self.fc2(self.drop(_activate(self.act, self.fc1(x), self.fc1))))
 
 
 class DWConv(nn.Module):
@@ -62,7 +72,7 @@ class DWConvMlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(_activate(self.act, self.dwconv(self.fc1(x))))))
+        return self.drop(self.fc2(self.drop(_activate(self.act, self.dwconv(self.fc1(x)), self.dwconv))))
 
 
 class ConvFFN(nn.Module):
