@@ -18,17 +18,11 @@ import torch
 
 import visattn
 from visattn.app.runtimes import export_onnx
+from visattn.app.timing import time_call
 
 
-def median_ms(fn, repeat: int = 10) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+def median_ms(fn) -> float:
+    return 1e3 * statistics.median(time_call(fn, warmup=2, repeat=10))
 
 
 def main(names):

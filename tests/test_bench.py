@@ -77,6 +77,10 @@ def test_runtime_modules_compute_what_eager_computes(tmp_path):
         y = torch.randn(shape)
         with torch.no_grad():
             assert torch.allclose(ort(y), block(y), atol=1e-5)
+    compiled = runtime_module(visattn.create_block("hilo", 16, 2).eval(), "compile", x)  # inference: freezing
+    with torch.inference_mode():
+        y = torch.randn(2, 9, 7, 16)
+        assert torch.allclose(compiled(y), compiled._orig_mod(y), atol=1e-5)
     with pytest.raises(ValueError, match="inference only"):
         runtime_module(block, "onnxruntime", x, "BHWC", mode="fwdbwd")
     with pytest.raises(ValueError, match="unknown runtime"):
@@ -95,3 +99,24 @@ def test_bad_bench_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--runtime", "eager,tensorrt"])
     assert "unknown runtime" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--runtime", "onnxruntime", "--dtype", "float16"])
+    assert "float32" in capsys.readouterr().err
+
+
+def test_ratios_for_every_path_beside_the_reference_and_the_peer():
+    from visattn.app.report import add_ratios
+
+    def row(label, ms, peak):
+        impl, _, runtime = label.partition("/")
+        return dict(kind="model", name="m", size=(8, 8), batch=1, mode="fwd", dim=64, heads=4, dtype="float32",
+                    device="cpu", impl=impl, runtime=runtime or "eager", label=label, latency_ms=ms, p25_ms=ms,
+                    p75_ms=ms, peak_mib=peak)
+
+    rows = add_ratios([row("reference", 20.0, 8.0), row("fast", 10.0, 4.0), row("fused", 8.0, 4.0),
+                       row("fused/onnxruntime", 5.0, None), row("timm", 12.0, 6.0)])
+    by = {r["label"]: r for r in rows}
+    assert "speedup" not in by["reference"]
+    assert by["fast"]["speedup"] == 2.0 and by["fused"]["speedup"] == 2.5 and by["fused/onnxruntime"]["speedup"] == 4.0
+    assert by["fast"]["mem_ratio"] == 0.5 and by["fused/onnxruntime"]["mem_ratio"] is None  # unmeasured peak
+    assert by["fast"]["vs_timm"] == 1.2 and by["fused"]["vs_timm"] == 1.5 and "vs_timm" not in by["timm"]

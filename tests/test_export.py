@@ -6,17 +6,10 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+from tiny_models import tiny  # noqa: E402
+
 from visattn import create_block  # noqa: E402
 from visattn.app.export import example_input, export_onnx, verify  # noqa: E402
-from visattn.models import create_model  # noqa: E402
-
-FAMILIES = {
-    "litv2_s": dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
-    "dilateformer_tiny": dict(embed_dim=12, depths=(1, 1, 1, 1), num_heads=(3, 3, 6, 12)),
-    "volo_d1": dict(layers=(1, 1, 1, 1), embed_dims=(32, 64, 64, 64), num_heads=(2, 4, 4, 4), stem_hidden_dim=16),
-    "cloformer_xxs": dict(embed_dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 8),
-                          group_splits=((1, 1), (1, 1), (2, 2), (2, 6))),
-}
 
 
 @pytest.mark.parametrize("name", ["hilo", "dilated", "outlook", "clo"])
@@ -30,8 +23,7 @@ def test_block_onnx_parity_at_other_sizes(name, tmp_path):
 
 
 def backbone_parity(name, tmp_path):
-    torch.manual_seed(0)
-    model = create_model(name, num_classes=10, **FAMILIES[name]).eval()
+    model = tiny(name).eval()
     path = export_onnx(model, example_input("BCHW", (64, 64), 2), tmp_path / f"{name}.onnx", "BCHW")
     inputs = [torch.randn(1, 3, 67, 69), torch.randn(2, 3, 59, 65), torch.randn(3, 3, 96, 80)]
     assert max(verify(path, model, inputs)) < 1e-4
@@ -68,7 +60,6 @@ def test_exported_kernels_are_compact(name, limit, tmp_path):
 def test_volo_exports_at_its_own_grid_size(tmp_path):
     """An example input whose token grid equals the stored position-embedding grid used to make the exporter fail
     (a guard on the symbolic size); the graph must still resize for other sizes."""
-    torch.manual_seed(0)
-    model = create_model("volo_d1", num_classes=10, img_size=64, **FAMILIES["volo_d1"]).eval()
+    model = tiny("volo_d1", img_size=64).eval()
     path = export_onnx(model, example_input("BCHW", (64, 64), 1), tmp_path / "volo.onnx", "BCHW")
     assert max(verify(path, model, [torch.randn(1, 3, 64, 64), torch.randn(2, 3, 80, 48)])) < 1e-4

@@ -3,28 +3,18 @@ every family at non-square, non-divisible sizes; the original model is untouched
 
 import pytest
 import torch
+from tiny_models import SMALLEST, tiny
 from torch import nn
 
 import visattn
 from visattn import fuse
 from visattn.blocks import Block
 from visattn.layers import Mlp
-from visattn.models import VOLO, CloFormer, DilateFormer, LITv2, model_spec
-
-TINY = {
-    LITv2: dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
-    DilateFormer: dict(embed_dim=12, depths=(1, 1, 1, 1), num_heads=(3, 3, 6, 12)),
-    VOLO: dict(layers=(1, 1, 1, 1), embed_dims=(32, 64, 64, 64), num_heads=(2, 4, 4, 4), stem_hidden_dim=16),
-    CloFormer: dict(embed_dims=(8, 16, 32, 64), depths=(2, 1, 1, 1), num_heads=(2, 2, 4, 8),
-                    group_splits=((1, 1), (1, 1), (2, 2), (2, 6))),
-}
-FAMILIES = ["litv2_s", "dilateformer_tiny", "volo_d1", "cloformer_xxs"]
 
 
 def randomised(name):
     """A tiny model whose norms and BatchNorm statistics are far from identity (a fold that dropped them shows)."""
-    torch.manual_seed(0)
-    model = visattn.create_model(name, num_classes=10, **TINY[model_spec(name).family]).eval()
+    model = tiny(name).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -36,7 +26,7 @@ def randomised(name):
     return model
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", SMALLEST)
 def test_fused_model_computes_the_same(name):
     model = randomised(name)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -54,7 +44,7 @@ def test_fused_model_computes_the_same(name):
     assert not fused.training
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", SMALLEST)
 def test_what_fuse_folds(name):
     fused = fuse(randomised(name))
     blocks = [m for m in fused.modules() if isinstance(m, Block)]
@@ -111,8 +101,7 @@ def test_inference_gelu_in_place_matches_autograd_path():
 
 
 def test_volo_position_embedding_cache_follows_the_weights():
-    torch.manual_seed(0)
-    model = visattn.create_model("volo_d1", num_classes=10, **TINY[VOLO]).eval()
+    model = tiny("volo_d1").eval()
     x, other = torch.randn(1, 3, 96, 80), torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         first = model(x)

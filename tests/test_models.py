@@ -2,24 +2,12 @@
 
 import pytest
 import torch
+from tiny_models import tiny
 
 import visattn
-from visattn.models import VOLO, CloFormer, DilateFormer, LITv2, model_spec
+from visattn.models import LITv2, model_spec
 
-# reduced widths/depths per family (the configurations of the official goldens), 10 classes
-TINY = {
-    LITv2: dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
-    DilateFormer: dict(embed_dim=12, depths=(1, 1, 1, 1), num_heads=(3, 3, 6, 12)),
-    VOLO: dict(layers=(1, 1, 1, 1), embed_dims=(32, 64, 64, 64), num_heads=(2, 4, 4, 4), stem_hidden_dim=16),
-    CloFormer: dict(embed_dims=(8, 16, 32, 64), depths=(2, 1, 1, 1), num_heads=(2, 2, 4, 8),
-                    group_splits=((1, 1), (1, 1), (2, 2), (2, 6))),
-}
 NAMES = visattn.list_models()
-
-
-def tiny(name, **kw):
-    torch.manual_seed(0)
-    return visattn.create_model(name, **{"num_classes": 10, **TINY[model_spec(name).family], **kw})
 
 
 def test_every_variant_registered():
@@ -137,7 +125,7 @@ def test_bad_names_and_arguments():
         model(torch.randn(1, 3, 16, 64))
     with pytest.raises(ValueError, match=r"expects images \(B, 3, H, W\)"):
         model(torch.randn(1, 64, 64, 3))
-    with pytest.raises(ValueError, match="stage indices"):
+    with pytest.raises(ValueError, match="feature indices"):
         model.forward_intermediates(torch.randn(1, 3, 64, 64), indices=(4,))
 
 
@@ -166,9 +154,9 @@ def test_feature_extractor_returns_maps_in_the_order_asked(out_indices):
         feats = fx(torch.randn(1, 3, 64, 96))
     assert len(feats) == len(out_indices) == len(fx.feature_info)
     for f, info, i in zip(feats, fx.feature_info, out_indices, strict=True):
-        assert info == fx.backbone.stage_info[i]
+        assert info == fx.backbone.feature_info[i]
         assert f.shape[1] == info["num_chs"] and f.shape[2] == 64 // info["reduction"]
-    with pytest.raises(ValueError, match="repeat a stage"):
+    with pytest.raises(ValueError, match="repeat a level"):
         tiny("dilateformer_tiny", features_only=True, out_indices=(1, 1))
 
 

@@ -1,5 +1,5 @@
 """The one place where code asks how it is being run: traced (``torch.compile``, ``torch.export``, the ONNX
-exporter) or eager, and whether autograd is recording.
+exporter) or eager, whether autograd is recording, and whether a forward hook observes a module's output.
 
 Kernels use :func:`is_tracing` to keep traced graphs free of branches on symbolic sizes (pad unconditionally
 instead of ``if H % ws``) and to avoid ``out=`` writes into strided slices (dynamo rejects them), and
@@ -12,6 +12,7 @@ tracing, so every check runs on every path.
 from __future__ import annotations
 
 import torch
+from torch.nn.modules.module import _global_forward_hooks
 
 
 def is_tracing() -> bool:
@@ -21,11 +22,21 @@ def is_tracing() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
-def is_onnx_export() -> bool:
-    """True while ``torch.onnx.export`` traces the code (dynamo or TorchScript exporter): kernels then record the
-    formulation that makes the smallest, fastest ONNX graph (stacked unfold/fold products instead of unrolled
-    shifted slices), which is not always the fastest eager one."""
-    return torch.onnx.is_in_onnx_export()
+def is_exporting() -> bool:
+    """True while an exporter traces the code (``torch.export``, ``torch.onnx.export``): kernels may then record
+    the formulation that makes the best exported graph, which is not always the fastest eager one."""
+    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+
+
+def is_compiling() -> bool:
+    """True while ``torch.compile`` (dynamo, not an exporter) traces the code for inductor."""
+    return torch.compiler.is_compiling() and not is_exporting()
+
+
+def observed(module: torch.nn.Module) -> bool:
+    """True when a forward hook (on ``module``, inside it, or global) may hold a reference to what ``module``
+    returns: such an output must not be overwritten in place by the eager-inference buffer reuse."""
+    return bool(_global_forward_hooks) or any(m._forward_hooks for m in module.modules())
 
 
 def records_grad(*tensors: torch.Tensor) -> bool:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._modes import observed
 from .functional._buffers import residual_add
 from .layers import DropPath, PositionalConv
-from .layers.mlp import observed
 
 
 def _add_branch(x: torch.Tensor, out: torch.Tensor, *producers: nn.Module) -> torch.Tensor:

@@ -53,7 +53,8 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Fold BatchNorm into convolutions and norm affines into the projections after them, and precompute weight
     concatenations, for inference. Returns the fused model (a copy unless ``inplace``), in eval mode."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"fuse expects an nn.Module, got {type(model).__name__}")
+        raise TypeError(f"fuse expects the model, an nn.Module, got {type(model).__name__}; build it first, e.g. "
+                        f"visattn.fuse(visattn.create_model(name))")
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
@@ -105,17 +106,17 @@ def _fold_affine(norm: nn.Module, layers: list[nn.Module]) -> None:
     """Move a per-channel affine ``g * xhat + b`` of ``norm`` into the linear layers (or 1x1 convs) reading it."""
     if not (isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) == 1 or type(norm) is GroupNorm1):
         return
-    if norm.weight is None and norm.bias is None:
-        return  # already folded
-    g = norm.weight if norm.weight is not None else None
-    b = norm.bias if norm.bias is not None else None
+    g, b = norm.weight, norm.bias
+    if g is None and b is None:
+        return  # already folded (or a norm without affine)
     for layer in layers:
         weight = layer.weight.view(layer.weight.shape[0], -1)  # (out, C): a Linear or a 1x1 conv's weight
-        shift = weight @ b if b is not None else None  # (out,)
-        if layer.bias is None and shift is not None:
-            layer.bias = nn.Parameter(shift.clone())
-        elif shift is not None:
-            layer.bias.add_(shift)
+        if b is not None:
+            shift = weight @ b  # (out,): computed before g scales the weight
+            if layer.bias is None:
+                layer.bias = nn.Parameter(shift)
+            else:
+                layer.bias.add_(shift)
         if g is not None:
             weight.mul_(g)
     norm.weight, norm.bias = None, None

@@ -54,15 +54,18 @@ def _runtimes(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _extra_paths(kind: str, mode: str, runtimes: list[str]) -> list[tuple[str, str]]:
-    """(impl, runtime) of the fast path's other forms: inference uses the fused model for backbones."""
-    inference = "fused" if kind == "model" else "fast"
-    paths = [("fused", "eager")] if kind == "model" and mode == "fwd" else []
-    for rt in runtimes:
-        if rt == "eager" or (rt == "onnxruntime" and mode != "fwd"):
-            continue
-        paths.append((inference if mode == "fwd" else "fast", rt))
-    return paths
+def _with_runtimes(cases: list[Case], runtimes: list[str]) -> list[Case]:
+    """A group's cases plus the fast path's other forms: for backbone inference the fused model (eager, then the
+    other runtimes), otherwise the fast path under the other runtimes (onnxruntime for inference only)."""
+    base = next((c for c in cases if c.impl == "fast"), None)
+    if base is None:
+        return cases
+    inference = base.mode == "fwd"
+    impl = "fused" if base.kind == "model" and inference else "fast"
+    extra = [replace(base, impl="fused")] if impl == "fused" else []
+    extra += [replace(base, impl=impl, runtime=rt) for rt in runtimes
+              if rt != "eager" and (inference or rt != "onnxruntime")]
+    return cases + extra
 
 
 def _groups(args, device: str) -> list[list[Case]]:
@@ -76,22 +79,15 @@ def _groups(args, device: str) -> list[list[Case]]:
         for size in args.sizes:
             for batch in args.batch:
                 for mode in modes:
-                    cases = [Case("block", name, size, batch, impl, mode, args.dim, args.heads, args.dtype, device)
-                             for impl in impls]
-                    if "fast" in impls:
-                        cases += [replace(cases[0], impl=impl, runtime=rt)
-                                  for impl, rt in _extra_paths("block", mode, args.runtime)]
-                    groups.append(cases)
+                    groups.append(_with_runtimes([Case("block", name, size, batch, impl, mode, args.dim, args.heads,
+                                                       args.dtype, device) for impl in impls], args.runtime))
     model_batches = args.model_batch or ([1, 64] if device.startswith("cuda") else [1, 8])
     for name in models:
         for batch in model_batches:
             for mode in modes:
-                cases = [Case("model", name, (args.model_size,) * 2, batch, impl, mode, dtype=args.dtype,
-                              device=device) for impl in model_impls]
-                if "fast" in impls:
-                    cases += [replace(cases[0], impl=impl, runtime=rt)
-                              for impl, rt in _extra_paths("model", mode, args.runtime)]
-                groups.append(cases)
+                groups.append(_with_runtimes([Case("model", name, (args.model_size,) * 2, batch, impl, mode,
+                                                   dtype=args.dtype, device=device) for impl in model_impls],
+                                             args.runtime))
     return groups
 
 

@@ -28,12 +28,17 @@ def dot_into(dst: torch.Tensor, a: torch.Tensor, b: torch.Tensor, tmp: torch.Ten
         torch.sum(tmp, 2, out=dst)
 
 
+def can_overwrite(t: torch.Tensor) -> bool:
+    """True when a freshly computed ``t`` may be overwritten in place instead of allocating the next result: eager
+    inference (autograd off, not tracing) and plain contiguous memory. On CPU a fresh tensor of tens of MB
+    page-faults on first touch and costs several times the arithmetic written into it."""
+    return not torch.is_grad_enabled() and not is_tracing() and t.is_contiguous()
+
+
 def residual_add(x: torch.Tensor, branch: torch.Tensor, inplace: bool = True) -> torch.Tensor:
-    """``x + branch``. In eager inference (autograd off) the sum is written into ``branch``, a block's freshly
-    computed output, instead of a new tensor: on CPU a fresh tensor of tens of MB page-faults on first touch and
-    costs several times the addition itself. Anything that could alias ``x`` or be shared gets the plain sum, and so
-    does a branch the caller marks ``inplace=False`` (one a forward hook may hold)."""
-    if (not inplace or torch.is_grad_enabled() or is_tracing() or branch.shape != x.shape or branch.dtype != x.dtype
-            or not branch.is_contiguous() or branch.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()):
+    """``x + branch``, written into ``branch`` (a block's fresh output) where :func:`can_overwrite` allows it and
+    ``branch`` neither aliases ``x`` nor is held elsewhere (``inplace=False``: a forward hook may hold it)."""
+    if (not inplace or not can_overwrite(branch) or branch.shape != x.shape or branch.dtype != x.dtype
+            or branch.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()):
         return x + branch
     return branch.add_(x)

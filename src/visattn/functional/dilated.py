@@ -152,18 +152,14 @@ class _DilatedAttention(torch.autograd.Function):
 def _fast_autograd(qc, kc, vc, pad, shifts, scale, dropout_p):
     """The same computation from differentiable ops without in-place writes: with attention dropout (which needs
     its mask), inside ``torch.func`` transforms, for higher derivatives, and while tracing (compact graphs)."""
+    H, W = qc.shape[-2:]
     kp, vp = _pad(kc, pad), _pad(vc, pad)
-    logits = torch.stack([(qc * _shifted(kp, a, b, pad)).sum(2) for a, b in shifts], dim=2)  # (B, nh, k*k, H, W)
+    logits = torch.stack([(qc * kp[..., a:a + H, b:b + W]).sum(2) for a, b in shifts], dim=2)  # (B, nh, k*k, H, W)
     attn = (logits * scale).softmax(dim=2)
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
-    out = attn[:, :, 0, None] * _shifted(vp, *shifts[0], pad)  # (B, nh, hd, H, W)
+    out = attn[:, :, 0, None] * vp[..., :H, :W]  # (B, nh, hd, H, W)
     for i, (a, b) in enumerate(shifts[1:], start=1):
-        out = out.addcmul(attn[:, :, i, None], _shifted(vp, a, b, pad))
+        out = out.addcmul(attn[:, :, i, None], vp[..., a:a + H, b:b + W])
     return out
 
-
-def _shifted(tp, a, b, pad):
-    """``tp[..., a:a+H, b:b+W]`` of a map padded by ``pad`` on each side, with ends counted from the back
-    (``a - 2*pad``): constant slice bounds, so a traced graph needs no arithmetic on the symbolic H, W."""
-    return tp[..., a:(a - 2 * pad) or None, b:(b - 2 * pad) or None]  # (B, nh, hd, H, W)

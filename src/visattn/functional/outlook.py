@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
-from .._modes import check, is_onnx_export, records_grad, under_transform
+from .._modes import check, is_compiling, is_exporting, records_grad, under_transform
 from ._buffers import dot_into
 from ._counting import counted
 from ._recompute import differentiable_grads
@@ -59,7 +59,7 @@ def outlook_aggregate(attn, v, kernel_size: int = 3, padding: int = 1, stride: i
     _check_shapes(attn, v, ks, s)
     B, nh, H, W, hd = v.shape
     h, w = attn.shape[2:4]
-    fn = _reference if impl == "reference" or under_transform() or _traced_as_reference() else _fast
+    fn = _reference if impl == "reference" or under_transform() or is_exporting() else _fast
     return counted("outlook_aggregate", B * nh * h * w * ks ** 4 * hd, fn, attn, v, ks, p, s)
 
 
@@ -73,7 +73,7 @@ def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride:
     _validate.impl(impl)
     if _compiled_strided(stride):
         return _eager_outlook_attention(logits, v, kernel_size, padding, stride, scale, impl)
-    if impl == "reference" or under_transform() or _traced_as_reference():  # plain differentiable ops
+    if impl == "reference" or under_transform() or is_exporting():  # plain differentiable ops
         return outlook_aggregate((logits * scale).softmax(dim=-1), v, kernel_size, padding, stride, impl)
     if not records_grad(logits, v):
         ac = logits.permute(0, 1, 4, 5, 2, 3)  # (B, nh, k*k, k*k, h, w): softmax over a non-trailing axis
@@ -95,8 +95,9 @@ def _compiled_strided(stride) -> bool:
     """Strided windows under ``torch.compile``: inductor's code for them (both paths: the strided fold of the fast
     one, col2im after the permuted window products of the reference one) corrupts the heap in torch 2.13 (VOLO-D1's
     outlooker, stride 2: double free at the first call), so the kernel runs eagerly behind a graph break
-    (tests/test_compile.py holds VOLO to this). Exporters trace the unfold / fold form instead."""
-    return stride > 1 and torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+    (tests/test_compile.py holds VOLO to this). Exporters (``is_exporting``) record the unfold / matmul / fold form
+    instead: for ONNX ~100x fewer nodes and ~3x faster in onnxruntime than the unrolled offsets (RESULTS.md 10)."""
+    return stride > 1 and is_compiling()
 
 
 @torch.compiler.disable
@@ -107,13 +108,6 @@ def _eager_outlook_attention(*args):
 @torch.compiler.disable
 def _eager_outlook_aggregate(*args):
     return outlook_aggregate(*args)
-
-
-def _traced_as_reference() -> bool:
-    """Exporters record the unfold / matmul / fold formulation: for ONNX it is the better graph (Im2Col-like
-    gathers, MatMul and Col2Im: ~100x fewer nodes and ~3x faster in onnxruntime than the unrolled offsets,
-    benchmarks/RESULTS.md section 10)."""
-    return is_onnx_export() or torch.compiler.is_exporting()
 
 
 def _check_shapes(attn, v, ks, s):

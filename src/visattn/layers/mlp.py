@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.modules.module import _global_forward_hooks
 
-from .._modes import is_tracing
+from .._modes import observed
 from ..functional import pointwise
-
-
-def observed(module: nn.Module) -> bool:
-    """True when a forward hook (on ``module``, inside it, or global) may hold a reference to what ``module``
-    returned: then that output must not be overwritten in place by the eager-inference buffer reuse."""
-    return bool(_global_forward_hooks) or any(m._forward_hooks for m in module.modules())
+from ..functional._buffers import can_overwrite
 
 
 def _activate(act: nn.Module, x: torch.Tensor, producer: nn.Module | None = None) -> torch.Tensor:
-    """``act(x)``; GELU in place on eager inference (``x`` is a layer's fresh output: no page-faulting new tensor),
-    unless a hook may hold ``x`` (``producer``: the module that returned it) or ``act`` itself is hooked."""
-    if (type(act) is nn.GELU and not torch.is_grad_enabled() and not is_tracing() and x.is_contiguous()
-            and not act._forward_hooks and not act._forward_pre_hooks and not _global_forward_hooks
+    """``act(x)``; GELU in place where ``x`` (the fresh output of ``producer``) may be overwritten and nothing
+    observes it: no hook on ``producer``, and none on ``act``, whose forward an in-place call would skip."""
+    if (type(act) is nn.GELU and can_overwrite(x) and not observed(act) and not act._forward_pre_hooks
             and not (producer is not None and observed(producer))):
         return torch.ops.aten.gelu_(x, approximate=act.approximate)
     return act(x)
