@@ -110,8 +110,8 @@ def write_plot(rows: list[dict], path: Path) -> bool:
                         continue
                     xs.append(i + (j - (len(batches) - 1) / 2) * width)
                     ys.append(r[key])
-                    lo.append(r[key] - r["speedup_lo"] if key == "speedup" else 0.0)
-                    hi.append(r["speedup_hi"] - r[key] if key == "speedup" else 0.0)
+                    lo.append(max(0.0, r[key] - r["speedup_lo"]) if key == "speedup" else 0.0)
+                    hi.append(max(0.0, r["speedup_hi"] - r[key]) if key == "speedup" else 0.0)
                 ax.bar(xs, ys, width, color=f"C{j}", label=f"batch {batch}",
                        yerr=[lo, hi] if key == "speedup" else None, capsize=2, error_kw=dict(lw=0.8))
             ax.axhline(1.0, color="black", lw=0.8, ls="--")

@@ -181,7 +181,7 @@ def measure_group(cases: list[Case], warmup: int = 2, repeat: int = 7) -> list[d
         with peak_memory(case.device) as mem:
             if measured:
                 step()
-        q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
+        q = statistics.quantiles(ts, n=4, method="inclusive") if len(ts) > 1 else [ts[0]] * 3  # within the samples
         median = statistics.median(ts)
         rows.append(dict(**asdict(case), latency_ms=1e3 * median, p25_ms=1e3 * q[0], p75_ms=1e3 * q[2],
                          throughput=case.batch / median, first_call_s=first, label=case.label,
