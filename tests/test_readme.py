@@ -23,7 +23,7 @@ def test_readme_python_examples_run(code):
 
 
 def test_integration_examples_are_shown():
-    assert len(INTEGRATIONS) == 2
+    assert len(INTEGRATIONS) == 5  # YOLO, timm, smp, torchvision, mmdet config
 
 
 def test_ci_runs_the_readme_test_command():

@@ -16,6 +16,11 @@ TINY = {
 SMALLEST = ["litv2_s", "dilateformer_tiny", "volo_d1", "cloformer_xxs"]  # each family's smallest variant
 
 
+def tiny_config(name: str) -> dict:
+    """The reduced constructor arguments of ``name``'s family (for timm.create_model, smp encoders, helpers)."""
+    return dict(TINY[model_spec(name).family])
+
+
 def tiny(name, **kw):
     torch.manual_seed(0)
-    return visattn.create_model(name, **{"num_classes": 10, **TINY[model_spec(name).family], **kw})
+    return visattn.create_model(name, **{"num_classes": 10, **tiny_config(name), **kw})

@@ -22,6 +22,10 @@ class Block(nn.Module):
         x = x + drop_path(attn(norm1(x)))              # if attn is given (LITv2's early stages have none)
         x = downsample(x) + drop_path(mlp(norm2(x)))   # downsample: shortcut of a strided MLP (CloFormer)
 
+    ``block(x, return_mid=True)`` returns ``(mid, out)``, ``mid`` being ``x`` before the MLP branch: the last map
+    at the input resolution when the MLP downsamples (CloFormer's feature maps). A block whose MLP branch was pruned
+    for feature extraction (no ``mlp``) ends at ``mid``.
+
     Args:
         dim: channels of the input.
         mlp: the feed-forward module (``Mlp``, ``DWConvMlp``, ``ConvFFN``).
@@ -46,13 +50,16 @@ class Block(nn.Module):
         if shortcut is not None:
             self.downsample = shortcut
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_mid: bool = False):
         if hasattr(self, "pos_embed"):
             x = self.pos_embed(x)
         if hasattr(self, "attn"):
             x = _add_branch(x, self.drop_path(self.attn(self.norm1(x))), self.attn, self.drop_path)
+        if not hasattr(self, "mlp"):  # pruned after the mixer (Backbone.prune_features)
+            return (x, x) if return_mid else x
         shortcut = self.downsample(x) if hasattr(self, "downsample") else x
-        return _add_branch(shortcut, self.drop_path(self.mlp(self.norm2(x))), self.mlp, self.drop_path)
+        out = _add_branch(shortcut, self.drop_path(self.mlp(self.norm2(x))), self.mlp, self.drop_path)
+        return (x, out) if return_mid else out
 
 
 class ClassBlock(nn.Module):

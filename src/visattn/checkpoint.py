@@ -182,6 +182,7 @@ class LoadReport:
     adopted: list[str] = field(default_factory=list)  # model tensors that took the checkpoint's shape (VOLO grid)
     missing: list[str] = field(default_factory=list)  # model keys the checkpoint lacks (strict=False only)
     unexpected: list[str] = field(default_factory=list)  # checkpoint keys the model lacks (strict=False only)
+    new: list[str] = field(default_factory=list)  # model keys of layers no official checkpoint has (VOLO's pyramid)
 
 
 def load_official(model: nn.Module, source, strict: bool = True, use_ema: bool = False) -> LoadReport:
@@ -192,6 +193,8 @@ def load_official(model: nn.Module, source, strict: bool = True, use_ema: bool =
     * adopts the checkpoint's position-embedding grid (VOLO: a 384-px fine-tune makes the model a 384-px model);
     * drops the classifier (``head``, ``aux_head``) when its class count differs from the model's or the model
       has none (``num_classes=0``, ``features_only``);
+    * layers the model adds to the official architecture (``model._new_modules``: VOLO's feature pyramid) keep
+      their initialisation when the checkpoint lacks them and are listed in ``LoadReport.new``;
     * with ``strict`` (default) any other missing or unexpected key, and any shape mismatch, raises ``ValueError``.
     """
     if isinstance(getattr(model, "backbone", None), nn.Module) and hasattr(model, "feature_info"):
@@ -203,12 +206,13 @@ def load_official(model: nn.Module, source, strict: bool = True, use_ema: bool =
     if adapt is not None:
         sd, report.adopted = adapt(sd)
     own = model.state_dict()
+    pruned = tuple(f"{p}." for p in getattr(model, "pruned", ()))
     for key in list(sd):
         top = key.split(".")[0]
         if top in ("head", "aux_head") and (key not in own or own[key].shape != sd[key].shape):
             report.dropped.append(key)
             del sd[key]
-        elif key not in own and top in getattr(model, "_head_modules", ()) and not hasattr(model, top):
+        elif key not in own and (key.startswith(pruned) or f"{key}." in pruned):
             report.dropped.append(key)  # removed for feature extraction
             del sd[key]
     mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
@@ -216,12 +220,15 @@ def load_official(model: nn.Module, source, strict: bool = True, use_ema: bool =
     if mismatched:
         raise ValueError("shape mismatch between checkpoint and model (is this the right variant?):\n  "
                          + "\n  ".join(mismatched[:20]))
-    missing = sorted(k for k in own if k not in sd and not k.startswith(("head.", "aux_head.")))
+    new_prefixes = tuple(f"{m}." for m in getattr(model, "_new_modules", ()))
+    report.new = sorted(k for k in own if k not in sd and k.startswith(new_prefixes)) if new_prefixes else []
+    missing = sorted(k for k in own if k not in sd and not k.startswith(("head.", "aux_head.")) and k not in report.new)
     unexpected = sorted(k for k in sd if k not in own)
     if strict and (missing or unexpected):
         raise ValueError(f"checkpoint does not fit the model: {len(missing)} missing keys {missing[:10]}, "
                          f"{len(unexpected)} unexpected keys {unexpected[:10]}; check the variant or pass strict=False")
     result = model.load_state_dict(sd, strict=False)
-    report.missing, report.unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
+    report.missing = sorted(k for k in result.missing_keys if k not in report.new)
+    report.unexpected = sorted(result.unexpected_keys)
     report.loaded = len(sd) - len(report.unexpected)
     return report

@@ -11,7 +11,9 @@ states one; VOLO's are taken from timm's own VOLO entries). Nothing is downloade
 read through visattn's own unwrapping (VOLO adopts the checkpoint's position-embedding grid).
 
 Feature extraction is timm's ``getter`` wrapper around the model's ``forward_intermediates``: any input size, the
-maps in the order of ``out_indices``.
+maps in the order of ``out_indices``; without ``out_indices`` every level once, at strides 4, 8, 16, 32 (VOLO through
+its feature pyramid, ``feature_pyramid=False`` for its stage maps), the pattern segmentation_models_pytorch and
+mmpretrain's ``TIMMBackbone`` expect. ``output_stride`` other than 32 is refused with the decoders that work.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, get_pretrained_cfg, is_model, model_entrypoint, register_model
 
 from ..checkpoint import strip_prefixes, unwrap
-from ..models import Backbone, list_models, model_spec
+from ..models import list_models, model_spec
+from ..models._registry import family_arguments
 
 PREFIX = "visattn_"
 
@@ -34,17 +37,6 @@ FAMILIES = {
 }
 
 
-def take_indices(num_stages: int, indices) -> list[int]:
-    """timm's convention: None -> all stages, an int n -> the last n, a list -> those (negative from the end)."""
-    if indices is None:
-        indices = num_stages
-    if isinstance(indices, int):
-        if not 0 < indices <= num_stages:
-            raise ValueError(f"take the last 1..{num_stages} stages, got {indices}")
-        return list(range(num_stages - indices, num_stages))
-    return [i % num_stages for i in indices]
-
-
 class TimmAdapter:
     """timm's backbone methods on top of a visattn :class:`~visattn.models.Backbone` (same parameters and keys)."""
 
@@ -52,22 +44,14 @@ class TimmAdapter:
                               output_fmt: str = "NCHW", intermediates_only: bool = False):
         if norm or output_fmt != "NCHW":
             raise ValueError("visattn backbones give un-normalised NCHW stage maps (norm=False, output_fmt='NCHW')")
-        take = take_indices(self.num_stages, indices)
-        if intermediates_only or stop_early:
-            feats = Backbone.forward_intermediates(self, x, take)
-            return feats if intermediates_only else (None, feats)
-        self.check_image(x)
-        x, feats = self.forward_stem(x), {}
-        for i in range(self.num_stages):
-            feat, x = self.forward_stage(i, x)
-            if i in take:
-                feats[i] = feat.permute(0, 3, 1, 2)  # (B, C_i, H_i, W_i)
-        return self.forward_norm(x), [feats[i] for i in take]
+        final, feats = self.features_and_final(x, self.feature_indices(indices),
+                                               final=not (intermediates_only or stop_early))
+        return feats if intermediates_only else (final, feats)
 
     def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
-        take = take_indices(self.num_stages, indices)
-        if prune_head:
-            self.remove_head(keep_norm=not prune_norm)
+        take = list(self.feature_indices(indices))
+        if prune_head:  # the head and everything the maps do not need
+            self.prune_features(take, keep_norm=not prune_norm)
         return take
 
     def reset_classifier(self, num_classes: int, global_pool=None) -> None:
@@ -87,10 +71,17 @@ def adapted(family: type) -> type:
 
 
 def checkpoint_filter(state_dict: dict, model) -> dict:
-    """timm's ``pretrained_filter_fn``: visattn's unwrapping of official files, VOLO's position-embedding grid."""
+    """timm's ``pretrained_filter_fn``: visattn's unwrapping of official files, VOLO's position-embedding grid; layers
+    no official checkpoint has (VOLO's feature pyramid) keep their initialisation, timm's strict load holds the
+    rest."""
     sd = strip_prefixes(unwrap(state_dict))
     adapt = getattr(model, "adapt_official_state_dict", None)
-    return adapt(sd)[0] if adapt is not None else sd
+    if adapt is not None:
+        sd = adapt(sd)[0]
+    new = tuple(f"{m}." for m in getattr(model, "_new_modules", ()))
+    if new:
+        sd.update({k: v for k, v in model.state_dict().items() if k.startswith(new) and k not in sd})
+    return sd
 
 
 def pretrained_cfg(name: str) -> dict:
@@ -113,8 +104,18 @@ def _entrypoint(name: str):
     spec = model_spec(name)
 
     def create(pretrained: bool = False, **kwargs):
+        output_stride = kwargs.pop("output_stride", None)
+        if output_stride not in (None, 32):
+            raise ValueError(f"{PREFIX + name} has output stride 32 (its last map is 1/32 of the input); "
+                             f"output_stride={output_stride} (dilated last stages, as DeepLabV3 / DeepLabV3+ / PAN "
+                             f"ask for) is not offered. Use a decoder that takes a 4-8-16-32 pyramid: Unet, FPN, "
+                             f"UPerNet, Segformer, Linknet, MAnet, UnetPlusPlus")
+        if kwargs.get("features_only") and "feature_pyramid" in family_arguments(spec.family):
+            kwargs.setdefault("feature_pyramid", True)  # decoders expect strides 4, 8, 16, 32
+        # out_indices=None: every level once (timm's builder would otherwise ask for 0..4)
         return build_model_with_cfg(adapted(spec.family), PREFIX + name, pretrained,
-                                    pretrained_filter_fn=checkpoint_filter, feature_cfg=dict(feature_cls="getter"),
+                                    pretrained_filter_fn=checkpoint_filter,
+                                    feature_cfg=dict(feature_cls="getter", out_indices=None),
                                     **{**spec.config, **kwargs})
 
     create.__name__ = create.__qualname__ = PREFIX + name

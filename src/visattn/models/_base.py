@@ -4,15 +4,17 @@ A family subclasses :class:`Backbone` and provides four pieces; the base class t
 ``forward``, ``forward_features``, ``forward_head`` and ``forward_intermediates``:
 
 * ``forward_stem(img)``: ``(B, 3, H, W)`` image -> channels-last map ``(B, H', W', C)``;
-* ``forward_stage(i, x)``: run stage ``i``; returns ``(feature, next_input)``, where ``feature`` is the
-  stage's output map and ``next_input`` what the next stage receives (after any merging/downsampling).
+* ``forward_stage(i, x, feature=True)``: run stage ``i``; returns ``(feature, next_input)``, where ``feature`` is
+  the stage's map at its own resolution and ``next_input`` what the next stage receives (after any
+  merging/downsampling); with ``feature=False`` (classification) a family may skip producing the map.
   The default runs ``Stage`` ``i`` of the ``ModuleList`` named by ``_stages_attr``;
 * ``forward_norm(x)``: the last stage's output -> the normalised representation the head pools
   (default: ``self.norm``);
 * ``forward_head(x, pre_logits=False)``: pool and classify (default: global average of the map, ``self.head``).
 
 Feature extraction is a wrapper, not a mode: :class:`FeatureExtractor` (``create_model(..., features_only=True)``)
-holds a backbone without its head and returns the stage maps; the backbone's own ``forward`` always classifies.
+holds a backbone without its head and returns the maps ``feature_info`` describes (the stage maps, or a feature
+pyramid's levels where the family has one: VOLO); the backbone's own ``forward`` always classifies.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Backbone(nn.Module):
 
     min_input_size = 32
     _head_modules: tuple[str, ...] = ("norm", "head")
+    _new_modules: tuple[str, ...] = ("pyramid",)  # layers no official checkpoint has (load_official reports them)
     _stages_attr = "layers"
 
     def __init__(self):
@@ -70,7 +73,7 @@ class Backbone(nn.Module):
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward_stage(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_stage(self, i: int, x: torch.Tensor, feature: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         stage = getattr(self, self._stages_attr)[i]
         feat = self.run_blocks(stage.blocks, x)
         return feat, (stage.downsample(feat) if hasattr(stage, "downsample") else feat)
@@ -87,13 +90,16 @@ class Backbone(nn.Module):
         """Run blocks in order, with activation checkpointing when enabled and gradients are on. The recomputation
         in backward leaves BatchNorm statistics as the forward left them (they are updated once per step)."""
         for blk in blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(
-                    blk, x, use_reentrant=False,
-                    context_fn=lambda blk=blk: (contextlib.nullcontext(), _KeepRunningStats(blk)))
-            else:
-                x = blk(x)
+            x = self.run_block(blk, x)
         return x
+
+    def run_block(self, blk: nn.Module, x: torch.Tensor, **kwargs):
+        """``blk(x, **kwargs)``, checkpointed as in :meth:`run_blocks`."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(
+                blk, x, use_reentrant=False, context_fn=lambda: (contextlib.nullcontext(), _KeepRunningStats(blk)),
+                **kwargs)
+        return blk(x, **kwargs)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in the backward pass instead of storing them (same results, less memory)."""
@@ -105,8 +111,10 @@ class Backbone(nn.Module):
 
     @property
     def feature_info(self) -> list[dict]:
-        """Channels (``num_chs``) and stride (``reduction``) of each stage map ``forward_intermediates`` returns."""
-        return list(self.stage_info)
+        """Channels (``num_chs``) and stride (``reduction``) of each map ``forward_intermediates`` returns: the stage
+        maps, or the levels of a feature pyramid where the family builds one (VOLO)."""
+        pyramid = getattr(self, "pyramid", None)
+        return pyramid.feature_info if pyramid is not None else list(self.stage_info)
 
     def check_image(self, x) -> None:
         if not isinstance(x, torch.Tensor):
@@ -124,35 +132,34 @@ class Backbone(nn.Module):
         self.check_image(x)
         x = self.forward_stem(x)
         for i in range(self.num_stages):
-            _, x = self.forward_stage(i, x)
+            _, x = self.forward_stage(i, x, feature=False)
         return self.forward_norm(x)
 
-    def stage_indices(self, indices) -> tuple[int, ...]:
-        """Check stage indices (any order, no repeats); None means all stages."""
-        if indices is None:
-            return tuple(range(self.num_stages))
-        indices = tuple(indices)
-        if not indices or any(isinstance(i, bool) or not isinstance(i, int) for i in indices):
-            raise ValueError(f"stage indices must be a non-empty list of ints, got {list(indices)}")
-        bad = [i for i in indices if not 0 <= i < self.num_stages]
-        if bad:
-            raise ValueError(f"stage indices {bad} out of range; this backbone has stages 0..{self.num_stages - 1}")
-        if len(set(indices)) != len(indices):
-            raise ValueError(f"stage indices {list(indices)} repeat a stage; list each stage once")
-        return indices
+    def feature_indices(self, indices=None) -> tuple[int, ...]:
+        """The levels of :attr:`feature_info` that ``indices`` asks for, timm's convention: None -> all, an int ``n``
+        -> the last ``n``, a list -> those in that order (negative ones count from the end; no repeats)."""
+        return take_indices(len(self.feature_info), indices)
 
     def forward_intermediates(self, x: torch.Tensor, indices=None) -> list[torch.Tensor]:
-        """Image -> the output map of each requested stage (default: all), as NCHW tensors, in the order of
-        ``indices``. Channels and reductions of stage ``i`` are ``feature_info[i]``."""
+        """Image -> the NCHW map of each requested level of :attr:`feature_info` (default: all), in the order of
+        ``indices``."""
+        return self.features_and_final(x, self.feature_indices(indices))[1]
+
+    def features_and_final(self, x: torch.Tensor, take, final: bool = False):
+        """``(final, maps)``: the NCHW maps of the levels ``take`` (checked indices) and, with ``final``, the
+        normalised output of the last stage (else None; the stages after the last one needed are then skipped)."""
         self.check_image(x)
-        indices = self.stage_indices(indices)
+        pyramid = getattr(self, "pyramid", None)
+        needed = set(pyramid.sources(take) if pyramid is not None else take)
         x = self.forward_stem(x)
-        feats = {}
-        for i in range(max(indices) + 1):
+        raw = {}
+        for i in range(self.num_stages if final else max(needed) + 1):
             feat, x = self.forward_stage(i, x)
-            if i in indices:
-                feats[i] = feat.permute(0, 3, 1, 2)  # (B, C_i, H_i, W_i)
-        return [feats[i] for i in indices]
+            if i in needed:
+                raw[i] = feat  # (B, H_i, W_i, C_i)
+        # NCHW maps (B, C_j, H_j, W_j)
+        maps = pyramid(raw, take) if pyramid is not None else [raw[i].permute(0, 3, 1, 2) for i in take]
+        return (self.forward_norm(x) if final else None), maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -164,12 +171,66 @@ class Backbone(nn.Module):
         """Delete the modules only classification needs (``_head_modules``), for feature extraction."""
         for name in self._head_modules:
             if hasattr(self, name) and not (keep_norm and name == "norm"):
-                delattr(self, name)
+                self.prune(name)
+
+    def prune(self, path: str) -> None:
+        """Delete the submodule or parameter at ``path`` (``"layers.3"``, ``"layers.2.downsample"``) and remember it:
+        :func:`visattn.load_official` leaves a checkpoint's tensors under pruned paths out."""
+        parent, _, name = path.rpartition(".")
+        owner = self.get_submodule(parent) if parent else self
+        if not hasattr(owner, name):
+            return
+        delattr(owner, name)
+        self.pruned = [*getattr(self, "pruned", []), path]
+
+    def prune_features(self, take, keep_norm: bool = False) -> None:
+        """Keep only what the feature levels ``take`` need: the head goes, and so do the pyramid levels not asked
+        for and everything after the last stage map needed, so that every remaining parameter gets a gradient
+        (``DistributedDataParallel`` without ``find_unused_parameters``) and no work is wasted."""
+        self.remove_head(keep_norm)
+        pyramid = getattr(self, "pyramid", None)
+        if pyramid is not None:
+            for name in pyramid.unused(take):
+                self.prune(f"pyramid.{name}")
+        self.truncate_stages(max(pyramid.sources(take) if pyramid is not None else take))
+
+    def truncate_stages(self, last: int) -> None:
+        """Delete the stages after ``last`` and the downsampling at the end of stage ``last`` (family hook)."""
+        stages = getattr(self, self._stages_attr)
+        for i in range(len(stages) - 1, last, -1):
+            self.prune(f"{self._stages_attr}.{i}")
+        self.prune(f"{self._stages_attr}.{last}.downsample")
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a fresh one for ``num_classes`` (0: no classifier, ``forward`` gives features)."""
         self.num_classes = _validate.positive_int("num_classes", num_classes, minimum=0)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def take_indices(n: int, indices=None) -> tuple[int, ...]:
+    """Check feature indices against ``n`` levels (timm's convention, see :meth:`Backbone.feature_indices`)."""
+    if indices is None:
+        return tuple(range(n))
+    if isinstance(indices, (bool, str, bytes)):
+        raise TypeError(f"feature indices must be an int or a list of ints, got {indices!r}")
+    if isinstance(indices, int):
+        if not 0 < indices <= n:
+            raise ValueError(f"an int out_indices takes the last n levels, 1 <= n <= {n}; got {indices}")
+        return tuple(range(n - indices, n))
+    try:
+        indices = tuple(indices)
+    except TypeError:
+        raise TypeError(f"feature indices must be an int or a list of ints, got {indices!r}") from None
+    if not indices or any(isinstance(i, bool) or not isinstance(i, int) for i in indices):
+        raise ValueError(f"feature indices must be a non-empty list of ints, got {list(indices)}")
+    bad = [i for i in indices if not -n <= i < n]
+    if bad:
+        raise ValueError(f"feature indices {bad} out of range: this backbone returns {n} levels, indices 0..{n - 1} "
+                         f"(or -{n}..-1 from the end)")
+    indices = tuple(i % n for i in indices)
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"feature indices {list(indices)} repeat a level; list each level once")
+    return indices
 
 
 class _KeepRunningStats:

@@ -9,9 +9,11 @@ from ._base import Backbone
 
 
 class FeatureExtractor(nn.Module):
-    """The NCHW output maps of a backbone's stages ``out_indices`` (default: all), in that order.
+    """The NCHW maps of a backbone's feature levels ``out_indices`` (default: all), in that order: its stage maps,
+    or the levels of its feature pyramid (VOLO); ``feature_info`` says which.
 
-    The backbone's head modules are removed (their weights are not needed); its parameters live under
+    What the maps do not need is removed from the backbone (the head, later stages, unused pyramid levels:
+    ``backbone.pruned`` lists them), so every parameter left gets a gradient; its parameters live under
     ``backbone.`` (the prefix mmdet/mmseg use, so :func:`visattn.load_official` reads such files as they are).
     ``feature_info[j]`` describes the ``j``-th returned map.
     """
@@ -20,13 +22,13 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         if not isinstance(backbone, Backbone):
             raise TypeError(f"FeatureExtractor wraps a visattn backbone, got {type(backbone).__name__}")
-        self.out_indices = backbone.stage_indices(out_indices)
-        backbone.remove_head()
+        self.out_indices = backbone.feature_indices(out_indices)
+        backbone.prune_features(self.out_indices)
         self.backbone = backbone
 
     @property
     def feature_info(self) -> list[dict]:
-        return [self.backbone.stage_info[i] for i in self.out_indices]
+        return [self.backbone.feature_info[i] for i in self.out_indices]
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.backbone.set_grad_checkpointing(enable)

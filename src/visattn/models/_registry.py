@@ -86,8 +86,10 @@ def create_model(name: str, pretrained=None, features_only: bool = False, out_in
         pretrained: path (``.pth``/``.pth.tar``/``.safetensors``) or state dict of an official checkpoint, loaded
             with :func:`visattn.load_official` (position embeddings adopted, a head of another class count dropped).
             Nothing is downloaded: ``pretrained=True`` is refused.
-        features_only: return a :class:`FeatureExtractor` whose ``forward`` gives the NCHW stage maps.
-        out_indices: stages a feature extractor returns, in that order (default: all).
+        features_only: return a :class:`FeatureExtractor` whose ``forward`` gives NCHW maps at strides 4, 8, 16, 32
+            (the stage maps; VOLO's through a feature pyramid, ``feature_pyramid=False`` gives its stage maps).
+        out_indices: levels a feature extractor returns, in that order (default: all; an int ``n``: the last
+            ``n``; negative indices count from the end).
         **overrides: constructor arguments with the official names (``embed_dim``, ``depths``, ``num_classes``,
             ``drop_path_rate``, ...), replacing the variant's values. Every family takes ``in_chans``,
             ``num_classes``, ``img_size``, ``drop_rate``, ``drop_path_rate`` and ``impl``.
@@ -103,6 +105,8 @@ def create_model(name: str, pretrained=None, features_only: bool = False, out_in
         raise ValueError(f"pretrained={pretrained} is not supported: visattn downloads nothing. Pass the path of an "
                          f"official checkpoint (.pth/.pth.tar/.safetensors) or a state dict, e.g. "
                          f"create_model({name!r}, pretrained='path/to/{name}.pth')")
+    if features_only and "feature_pyramid" in allowed:
+        overrides.setdefault("feature_pyramid", True)  # decoders expect strides 4, 8, 16, 32
     model = spec.family(**{**spec.config, **overrides})
     if pretrained is not None:
         load_official(model, pretrained)

@@ -1,6 +1,9 @@
 """CloFormer: conv stem, blocks of CloFormer attention (AttnConv + pooled global) and ConvFFN; the last block of
 stages 1-3 downsamples inside its ConvFFN (stride-2 depthwise conv) with a conv shortcut. GroupNorm(1) norms.
-Any image size: the global branch pools in floor mode (see :class:`visattn.CloAttention`)."""
+Any image size: the global branch pools in floor mode (see :class:`visattn.CloAttention`).
+
+Feature maps (strides 4, 8, 16, 32) are each stage's last map at its own resolution: inside the stage's last block,
+after its attention branch and before the strided ConvFFN (stage 4: the last block's output)."""
 
 from __future__ import annotations
 
@@ -86,16 +89,34 @@ class CloFormer(Backbone):
                     shortcut = ChannelsFirstSequential(nn.Conv2d(dim, dim, mk, 2, mk // 2), nn.BatchNorm2d(dim),
                                                        nn.Conv2d(dim, out_dim, 1))
                 blocks.append(Block(dim, mlp, attn, GroupNorm1, dpr[sum(depths[:i]) + j], shortcut=shortcut))
-            reduction *= 2 if i < n - 1 else 1
             self.layers.append(Stage(blocks))
-            self.stage_info.append(dict(num_chs=embed_dims[min(i + 1, n - 1)], reduction=reduction,
-                                        module=f"layers.{i}"))
+            # the stage's map: the last tensor at its resolution (in the last block, before the strided ConvFFN)
+            self.stage_info.append(dict(num_chs=dim, reduction=reduction, module=f"layers.{i}"))
+            reduction *= 2
         self.norm = GroupNorm1(self.num_features)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_stem(self, x):
         return self.patch_embed(x)
+
+    def forward_stage(self, i: int, x: torch.Tensor, feature: bool = True):
+        """The stage's map is taken inside its last block, after the attention branch and before the ConvFFN that
+        halves the resolution (for the last stage: the block's output): strides 4, 8, 16, 32."""
+        blocks = self.layers[i].blocks
+        x = self.run_blocks(blocks[:-1], x)
+        if not feature or i == self.num_stages - 1:  # the last stage does not downsample: its output
+            x = self.run_block(blocks[-1], x)
+            return x, x
+        return self.run_block(blocks[-1], x, return_mid=True)
+
+    def truncate_stages(self, last: int) -> None:
+        for i in range(len(self.layers) - 1, last, -1):
+            self.prune(f"layers.{i}")
+        if last < self.num_stages - 1:  # the strided ConvFFN branch of its last block is past the map
+            j = len(self.layers[last].blocks) - 1
+            for name in ("norm2", "mlp", "downsample"):
+                self.prune(f"layers.{last}.blocks.{j}.{name}")
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=(1, 2))  # (B, C)

@@ -19,6 +19,7 @@ from ..blocks import Block, ClassBlock
 from ..layers import Downsample, Mlp
 from ._base import Backbone
 from ._common import check_arguments, per_stage
+from ._pyramid import SimplePyramid
 from ._registry import Paper, register_model
 
 
@@ -54,6 +55,10 @@ class VOLO(Backbone):
 
     ``forward`` returns ``head(cls) + 0.5 * max_tokens(aux_head(tokens))`` (the official evaluation output) in
     training and evaluation alike; token-labelling training with dense targets and MixToken is not included.
+
+    ``feature_pyramid=True`` (the default of ``create_model(..., features_only=True)``) adds a
+    :class:`~visattn.models._pyramid.SimplePyramid` (``pyramid.*``, not in official checkpoints): ``feature_info``
+    and ``forward_intermediates`` then give maps at strides 4, 8, 16, 32 instead of the stage maps (8, 16, 16, 16).
     """
 
     _head_modules = ("post_network", "cls_token", "norm", "head", "aux_head")
@@ -64,7 +69,7 @@ class VOLO(Backbone):
                  outlook_attention=(True, False, False, False), mlp_ratios=(3, 3, 3, 3), qkv_bias: bool = False,
                  qk_scale=None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  post_layers=("ca", "ca"), return_dense: bool = True, pooling_scale: int = 2, out_kernel: int = 3,
-                 out_stride: int = 2, out_padding: int = 1, impl: str = "fast"):
+                 out_stride: int = 2, out_padding: int = 1, feature_pyramid: bool = False, impl: str = "fast"):
         super().__init__()
         check_arguments(locals())
         n = len(layers)
@@ -125,6 +130,12 @@ class VOLO(Backbone):
             nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.norm = nn.LayerNorm(embed_dims[-1])
         self.reset_classifier(num_classes)
+        if not isinstance(feature_pyramid, bool):
+            raise TypeError(f"feature_pyramid must be True or False, got {feature_pyramid!r}")
+        if feature_pyramid:
+            fine, last = self.stage_info[0], self.stage_info[-1]
+            self.pyramid = SimplePyramid((0, fine["num_chs"], fine["reduction"]),
+                                         (n - 1, last["num_chs"], last["reduction"]))
 
     def reset_classifier(self, num_classes: int) -> None:
         super().reset_classifier(num_classes)
@@ -136,8 +147,8 @@ class VOLO(Backbone):
         model's embedding takes the checkpoint's shape, so the model computes what the official one does at the
         checkpoint's size (other sizes still resize it at run time). Returns the state dict and what was adopted."""
         pos = sd.get("pos_embed")
-        own = self.pos_embed
-        if pos is None or pos.dim() != 4 or pos.shape == own.shape or pos.shape[-1] != own.shape[-1]:
+        own = getattr(self, "pos_embed", None)
+        if pos is None or own is None or pos.dim() != 4 or pos.shape == own.shape or pos.shape[-1] != own.shape[-1]:
             return sd, []
         old = tuple(self.pos_embed.shape[1:3])
         self.pos_embed = nn.Parameter(torch.zeros_like(pos, device=self.pos_embed.device, dtype=self.pos_embed.dtype))
@@ -151,10 +162,17 @@ class VOLO(Backbone):
         return self.patch_embed(x)
 
     def _entries(self, i: int) -> range:
-        """network indices run for stage i: the stage itself and any merge after it."""
+        """network indices run for stage i: the stage itself and any merge after it (while not pruned)."""
         start = self._stage_slots[i]
         end = self._stage_slots[i + 1] if i + 1 < len(self._stage_slots) else len(self.network)
-        return range(start, end)
+        return range(start, min(end, len(self.network)))
+
+    def truncate_stages(self, last: int) -> None:
+        slot = self._stage_slots[last]
+        for idx in range(len(self.network) - 1, slot, -1):
+            self.prune(f"network.{idx}")
+        if self._pos_slot is not None and self._pos_slot > slot:
+            self.prune("pos_embed")
 
     def _add_pos(self, x):
         return self.pos_drop(x + self._pos_embed_for(tuple(x.shape[1:3])))
@@ -171,7 +189,7 @@ class VOLO(Backbone):
             cached = self._pos_cache = (key, resize_pos_embed(pos.detach(), size))
         return cached[1]
 
-    def forward_stage(self, i, x):
+    def forward_stage(self, i, x, feature: bool = True):
         feat = None
         for idx in self._entries(i):
             if idx == self._pos_slot:
