@@ -39,8 +39,9 @@ def test_batch_scales_linearly_and_breakdown_adds_up():
     four = count_macs(block, torch.randn(4, 8, 8, 64))
     assert four.total == 4 * one.total
     assert sum(one.by_op.values()) == one.total == sum(one.by_module.values())
-    # the fused [h_qkv | l_q] matmul and the attention products run in HiLo's own forward: booked on it ("")
-    assert set(one.by_module) == {"", "l_kv"}
+    # counting hooks every module, so the block calls its layers (no fused [h_qkv | l_q] matmul): each projection
+    # is booked on its layer, the attention products on HiLo itself ("")
+    assert set(one.by_module) == {"", "h_qkv", "l_q", "l_kv", "h_proj", "l_proj"}
     assert one.by_module["l_kv"] == 4 * 4 * 64 * 2 * 32  # pooled 4x4 keys/values
     assert "total" in one.table()
 

@@ -43,9 +43,9 @@ def same_weights(a, b):
 def test_digits_split_is_fixed_and_disjoint():
     train_ds, test_ds = digits("train", 32), digits("test", 32)
     assert len(train_ds) + len(test_ds) == 1797
-    assert train_ds.tensors[0].shape[1:] == (3, 32, 32)
-    assert torch.equal(digits("test", 32).tensors[1], test_ds.tensors[1])
-    assert set(test_ds.tensors[1].tolist()) == set(range(10))
+    assert train_ds[0][0].shape == (3, 32, 32)
+    assert torch.equal(digits("test", 32).labels, test_ds.labels)
+    assert set(test_ds.labels.tolist()) == set(range(10))
 
 
 def test_train_resume_after_sigkill_is_bit_identical(tmp_path):

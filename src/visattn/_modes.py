@@ -12,7 +12,8 @@ tracing, so every check runs on every path.
 from __future__ import annotations
 
 import torch
-from torch.nn.modules.module import _global_forward_hooks
+from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 
 def is_tracing() -> bool:
@@ -28,6 +29,13 @@ def is_exporting() -> bool:
     return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
 
 
+def is_graph_exporting() -> bool:
+    """True while ``torch.export`` (directly or under ``torch.onnx.export(dynamo=True)``) traces the code: shapes are
+    symbolic and ops such as ``fold`` export with them. Not under the legacy TorchScript-based ONNX exporter (what
+    Ultralytics' ``export(format="onnx")`` uses), whose ``col2im`` needs constant sizes."""
+    return torch.compiler.is_exporting()
+
+
 def is_compiling() -> bool:
     """True while ``torch.compile`` (dynamo, not an exporter) traces the code for inductor."""
     return torch.compiler.is_compiling() and not is_exporting()
@@ -37,6 +45,25 @@ def observed(module: torch.nn.Module) -> bool:
     """True when a forward hook (on ``module``, inside it, or global) may hold a reference to what ``module``
     returns: such an output must not be overwritten in place by the eager-inference buffer reuse."""
     return bool(_global_forward_hooks) or any(m._forward_hooks for m in module.modules())
+
+
+def plain(*layers: nn.Module) -> bool:
+    """True when every layer is an untouched ``nn.Linear`` / ``nn.Conv2d``: exactly that class, no forward hooks
+    (its own or global; pruning masks are pre-hooks), no parametrization. Blocks may then read the weights into fused
+    or layout-saving products; otherwise they call the layer, so hooks (Grad-CAM, thop, pruning masks), LoRA-style
+    wrappers put in its place, quantized replacements and parametrizations take effect."""
+    if _global_forward_hooks or _global_forward_pre_hooks:
+        return False
+    for m in layers:
+        if (type(m) not in (nn.Linear, nn.Conv2d) or m._forward_hooks or m._forward_pre_hooks
+                or "parametrizations" in m._modules):
+            return False
+    return True
+
+
+def tensor_version(t: torch.Tensor) -> int | None:
+    """``t._version`` (bumped by every in-place change), or None for an inference tensor, which keeps none."""
+    return None if t.is_inference() else t._version
 
 
 def records_grad(*tensors: torch.Tensor) -> bool:

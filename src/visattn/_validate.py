@@ -47,6 +47,13 @@ def int_list(name: str, value, *, minimum: int = 1, odd: bool = False) -> tuple[
     return tuple(out)
 
 
+def flag(name: str, value) -> bool:
+    """A real bool (``qkv_bias="no"`` is a string, and a non-empty string is truthy: refused)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def probability(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__}")

@@ -13,8 +13,9 @@
   ``h * w * k^4 * hd`` per head for the outlook product ``attn @ v``. The fast paths evaluate these with
   fewer or differently shaped operations; the count stays that of the operation, as in the papers.
 
-``by_module`` books each op on the innermost module running it; fast paths that fuse projections (HiLo's
-``h_qkv`` with ``l_q``) or call the kernels directly book those MACs on the attention module itself.
+``by_module`` books each op on the innermost module running it. Counting hooks every module, and a block whose
+layers carry hooks calls them as modules (:func:`visattn._modes.plain`), so each projection is booked on its own
+layer; the attention products computed by the kernels are booked on the attention module itself.
 
 Left out, as in fvcore and the papers: bias additions, normalisation, softmax, activations, pooling,
 elementwise products (CloFormer's ``q * k`` and ``attn * v`` gates), residual additions, unfold/fold and

@@ -95,8 +95,18 @@ def run(args, parser) -> int:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
+        parser.error(f"--device {device!r}: visattn bench measures cpu or cuda (cuda:N); choose one of them")
     if device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
+    if args.dim % args.heads:
+        parser.error(f"--heads {args.heads} does not divide --dim {args.dim}; pick heads that divide it (e.g. "
+                     f"{max(h for h in range(1, args.heads + 1) if args.dim % h == 0)})")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out} is a file; name a folder for bench.csv, bench.json and bench.png")
+    if "onnxruntime" in args.runtime and args.mode == "fwdbwd":
+        parser.error("--runtime onnxruntime measures inference only: add --mode fwd")
     for b in parse_list(args.blocks or ""):
         if b not in list_blocks():
             parser.error(f"unknown block {b!r}; choose from {', '.join(list_blocks())}")
@@ -114,8 +124,9 @@ def run(args, parser) -> int:
     if "onnxruntime" in args.runtime and (device != "cpu" or args.dtype != "float32"):
         parser.error("--runtime onnxruntime is measured on the CPU in float32 (the exported graph's CPU provider)")
     if "onnxruntime" in args.runtime:
-        try:
-            import onnxruntime  # noqa: F401  (optional: checked before anything is timed)
+        try:  # optional: checked before anything is timed
+            import onnxruntime  # noqa: F401
+            import onnxscript  # noqa: F401  (torch's ONNX exporter)
         except ImportError:
             parser.error("--runtime onnxruntime needs onnxruntime and onnxscript: pip install 'visattn[onnx]'")
     groups = _groups(args, device)
@@ -141,14 +152,16 @@ def run(args, parser) -> int:
     for r in rows:
         if "error" in r:
             print(f"{r['name']} {r['size'][0]}x{r['size'][1]} B{r['batch']} {r['mode']} {r['impl']}: {r['error']}")
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "bench.csv")
     write_json(rows, meta, out / "bench.json")
     written = ["bench.csv", "bench.json"]
+    (out / "bench.png").unlink(missing_ok=True)  # never leave a plot of an earlier run beside these results
     if not args.no_plot:
         if write_plot(ok, out / "bench.png"):
             written.append("bench.png")
+        elif not any(r["kind"] == "block" for r in ok):
+            print("(no plot: the plot shows blocks; this run timed backbones only)")
         else:
             print("(no plot: install the plot extra, pip install 'visattn[plot]')")
     print(f"\nwrote {', '.join(str(out / w) for w in written)}")

@@ -129,10 +129,30 @@ class Progress:
         self.stream.flush()
 
 
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory", "failed to allocate")
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """A failed allocation: ``MemoryError``, or the RuntimeError PyTorch's CPU / CUDA allocators raise."""
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError)
+                                            and any(m in str(err).lower() for m in _OOM_MARKERS))
+
+
 def exit_code(command: str, fn: Callable[[], int | None]) -> int:
-    """Run a command body; a user error prints ``visattn COMMAND: error: ...`` and returns 2."""
+    """Run a command body; a user error prints ``visattn COMMAND: error: ...`` and returns 2, a resource failure
+    (memory exhausted, a write that failed: disk full, file-size limit) prints what happened and returns 1."""
     try:
         return fn() or 0
     except USER_ERRORS as err:
         print(f"visattn {command}: error: {err}", file=sys.stderr)
         return USER_ERROR
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        print(f"visattn {command}: error: out of memory ({first}); use a smaller --batch / --batch-size or --size, "
+              f"or a machine with more memory", file=sys.stderr)
+        return 1
+    except OSError as err:  # not a missing file (a user error above): a write that failed
+        print(f"visattn {command}: error: {err}", file=sys.stderr)
+        return 1

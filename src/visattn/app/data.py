@@ -1,7 +1,8 @@
 """Small, honest data sets for training and evaluation (no downloads).
 
 * :func:`digits` - scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), a fixed stratified
-  held-out split, upsampled to the model's input size and repeated to 3 channels.
+  held-out split, upsampled to the model's input size (one image at a time, when it is read) and repeated to 3
+  channels.
 * :class:`ImageFolder` - ``root/{train,val}/<class>/*.jpg|png|tif...`` read with Pillow. Every file is decoded in
   full when the folder is scanned: unreadable, truncated or non-image files are skipped with a warning then; a file
   that stops decoding later (changed on disk) is skipped with a warning mid-epoch, never a crash.
@@ -9,7 +10,9 @@
 Pixel values become [0, 1] RGB in every mode Pillow gives: 8-bit modes (``1``, ``L``, ``P``, ``RGB``, ``CMYK``,
 ``YCbCr``, ``LAB``, ``HSV``; alpha of ``LA`` / ``PA`` / ``RGBA`` is dropped, as timm does) through Pillow's RGB
 conversion, 16-bit modes (``I;16*``, and ``I``, 32-bit integers holding 16-bit samples) divided by 65535, and float
-images (``F``) taken as intensities in [0, 1], values outside clipped.
+images (``F``) taken as intensities in [0, 1], values outside clipped; a non-finite float sample is read as 0 (NaN,
+-inf) or 1 (+inf) before resizing, so it cannot spread into its neighbours. Images of more than ``MAX_PIXELS``
+pixels (a decompression bomb, or a photo far larger than any training size) are skipped at scan time with a warning.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_PIXELS = 50_000_000  # ~7000 x 7000: decoded, about 150 MB (RGB) or 200 MB (float) per image
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
@@ -31,8 +35,24 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def digits(split: str, size: int = 32, holdout: float = 0.2) -> TensorDataset:
-    """The digits set as ``(B, 3, size, size)`` float images in [-2, 2] and integer labels.
+class Digits(Dataset):
+    """8x8 digit images (``(N, 8, 8)`` in [0, 1]) served as normalised ``(3, size, size)`` images, upsampled when read
+    (an eager upsampling of the whole set would hold N x 3 x size^2 floats: 22 GB at 1024)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, size: int):
+        self.images, self.labels, self.size = images, labels, size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = F.interpolate(self.images[i][None, None], size=(self.size, self.size), mode="bilinear",
+                          align_corners=False)[0]  # (1, size, size)
+        return _normalise(x.expand(3, -1, -1)), self.labels[i]  # (3, size, size)
+
+
+def digits(split: str, size: int = 32, holdout: float = 0.2) -> Digits:
+    """The digits set as ``(3, size, size)`` float images in [-2, 2] and integer labels.
 
     The held-out split (``"test"``) takes ``holdout`` of every class, chosen once with a fixed generator, so every
     run and every process sees the same split whatever the training seed.
@@ -53,9 +73,7 @@ def digits(split: str, size: int = 32, holdout: float = 0.2) -> TensorDataset:
         idx = idx[torch.randperm(len(idx), generator=g)]
         test[idx[: round(holdout * len(idx))]] = True
     keep = test if split == "test" else ~test
-    x = F.interpolate(images[keep, None], size=(size, size), mode="bilinear", align_corners=False)  # (N, 1, s, s)
-    x = _normalise(x.expand(-1, 3, -1, -1))  # (N, 3, s, s)
-    return TensorDataset(x.contiguous(), labels[keep])
+    return Digits(images[keep], labels[keep], size)
 
 
 class ImageFolder(Dataset):
@@ -80,6 +98,7 @@ class ImageFolder(Dataset):
             raise ValueError(f"{self.root} has no class sub-folders; expected {self.root}/<class>/*.jpg|png")
         self.samples: list[tuple[Path, int]] = []
         self.failed: set[Path] = set()
+        self.too_large: list[Path] = []
         skipped = []
         for label, name in enumerate(self.classes):
             folder = self.root / name
@@ -97,12 +116,17 @@ class ImageFolder(Dataset):
             self.samples += good
         if skipped:
             shown = ", ".join(str(s) for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-            warnings.warn(f"skipped {len(skipped)} unreadable or non-image files under {self.root}: {shown}",
+            large = (f" ({len(self.too_large)} of them larger than {MAX_PIXELS:,} pixels; downscale them)"
+                     if self.too_large else "")
+            warnings.warn(f"skipped {len(skipped)} unreadable or non-image files under {self.root}{large}: {shown}",
                           stacklevel=2)
 
     def _readable(self, path: Path) -> bool:
         try:
             with self._image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:  # known from the header, before any decoding
+                    self.too_large.append(path)
+                    return False
                 img.load()  # a full decode: catches truncated files that verify() lets through
             return True
         except Exception:  # noqa: BLE001  (any decoding failure means: skip the file)
@@ -117,9 +141,13 @@ class ImageFolder(Dataset):
             img.load()
             if img.mode in ("F", "I") or img.mode.startswith("I;16"):  # high bit depth: keep the precision
                 scale = 1.0 if img.mode == "F" else 1.0 / 65535
-                img = img.convert("F").resize((self.size, self.size), self._image.BILINEAR)
-                x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.float32).view(self.size, self.size)
-                return (x * scale).clamp_(0.0, 1.0).expand(3, -1, -1).clone()  # (3, size, size)
+                w, h = img.size
+                img = img.convert("F")
+                x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.float32).view(1, 1, h, w)
+                x = torch.nan_to_num(x * scale, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)  # finite first
+                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                  antialias=True)[0]  # (1, size, size)
+                return x.expand(3, -1, -1).clone()  # (3, size, size)
             img = img.convert("RGB").resize((self.size, self.size), self._image.BILINEAR)
             x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
         return x.view(self.size, self.size, 3).permute(2, 0, 1).float() / 255.0  # (3, size, size)
@@ -145,4 +173,4 @@ def build(data: str | None, split: str, size: int, classes: list[str] | None = N
 
 
 def num_classes(ds: Dataset) -> int:
-    return len(ds.classes) if isinstance(ds, ImageFolder) else int(ds.tensors[1].max()) + 1
+    return len(ds.classes) if isinstance(ds, ImageFolder) else int(ds.labels.max()) + 1

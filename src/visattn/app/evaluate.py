@@ -8,6 +8,7 @@ come from the file; ``--allow-partial`` evaluates anyway and says what was left 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 
@@ -44,7 +45,20 @@ def run(args, parser) -> int:
         for note in loaded.notes:
             print(f"visattn eval: warning: {note}", file=sys.stderr)
         size = args.size or loaded.size or (32 if args.data is None else 224)
+        if args.data is not None and loaded.source == "training" and loaded.classes is None:
+            raise ValueError(f"{args.checkpoint} was trained on the bundled digits (its classes have no names); "
+                             f"evaluate it without --data, or train on the folder first")
         ds = datasets.build(args.data, "val", size, loaded.classes)
+        outputs = getattr(loaded.model, "num_classes", None)
+        n_data = datasets.num_classes(ds) if loaded.classes is None else len(loaded.classes)
+        if outputs and n_data > outputs:
+            raise ValueError(f"{args.data}/val has {n_data} classes but the model scores {outputs}; it was trained on "
+                             f"other data (pass the matching --data, or --num-classes for an official head)")
+        if args.data is not None and loaded.classes is not None:
+            extra = sorted({p.name for p in (Path(args.data) / "val").iterdir() if p.is_dir()} - set(loaded.classes))
+            if extra:
+                print(f"visattn eval: warning: {args.data}/val has class folders the checkpoint does not know, not "
+                      f"scored: {', '.join(extra[:10])}", file=sys.stderr)
         acc = top1(loaded.model, ds)
         where = "held-out digits" if args.data is None else f"{args.data}/val"
         print(f"top-1 {acc:.4f} on {len(ds)} images ({where}, {size}x{size}, {loaded.name})")

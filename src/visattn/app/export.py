@@ -13,6 +13,7 @@ arithmetic. Export times of every family's smallest variant are in benchmarks/RE
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -44,14 +45,48 @@ def example_input(layout: str, size: tuple[int, int], batch: int = 2, channels: 
     return torch.randn(batch, H, W, channels) if layout == "BHWC" else torch.randn(batch, 3, H, W)
 
 
+OPSETS = range(18, 24)  # what torch's ONNX exporter writes (18: its own; 19-23 through the version converter)
+
+
+def check_output(output) -> Path:
+    """The ``--output`` path, refused before any work when a parent is a file or it is a folder."""
+    path = Path(output)
+    if path.is_dir():
+        raise ValueError(f"--output {path} is a folder; name the .onnx file to write")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--output {path}: {parent} is a file, not a folder")
+    return path
+
+
+def written_opset(path: Path) -> int | None:
+    try:
+        import onnx
+    except ImportError:
+        return None
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 def run(args, parser) -> int:
     def body():
+        if args.opset not in OPSETS:
+            raise ValueError(f"--opset {args.opset} is not written by torch's ONNX exporter; use "
+                             f"{OPSETS.start}-{OPSETS.stop - 1} (default 18)")
+        output = check_output(args.output)
         module, layout, name = build_target(args.block, args.model, parse_overrides(args.overrides), args.dim,
                                             args.heads, args.checkpoint)
         channels = args.dim
         example = example_input(layout, args.size, args.batch, channels)
-        print(f"exporting {name} ({layout}, dynamic batch/height/width) to {args.output} ...", flush=True)
-        path = export_onnx(module, example, args.output, layout, args.opset, not args.no_optimize)
+        if hasattr(module, "check_image"):
+            module.check_image(example)  # the model's own message (e.g. too small), not the exporter's
+        print(f"exporting {name} ({layout}, dynamic batch/height/width) to {output} ...", flush=True)
+        path = export_onnx(module, example, output, layout, args.opset, not args.no_optimize)
+        opset = written_opset(path)
+        if opset is not None and opset != args.opset:
+            path.unlink(missing_ok=True)
+            raise ValueError(f"the exporter wrote opset {opset}, not the --opset {args.opset} asked for; the file was "
+                             f"removed. Use --opset {opset}")
         print(f"exported {name} to {path} ({path.stat().st_size / 2 ** 20:.1f} MiB)")
         if args.no_verify:
             return 0
@@ -59,18 +94,26 @@ def run(args, parser) -> int:
         if sizes is None:
             H, W = args.size
             sizes = [(H + 3, W + 5), (max(H - 5, 32 if layout == "BCHW" else 1), W + 1), (H + 16, W + 8)]
-        inputs = [example_input(layout, s, b, channels) for s, b in zip(sizes, (1, args.batch, 3), strict=False)]
+        batches = (1, args.batch, 3)
+        inputs = [example_input(layout, s, batches[i % 3], channels) for i, s in enumerate(sizes)]
         try:
             errors = verify(path, module, inputs)
         except AssertionError as err:
-            print(f"visattn export: verification failed: {err}", file=sys.stderr)
+            path.unlink(missing_ok=True)
+            print(f"visattn export: verification failed: {err}; {path} was removed (pass --no-verify to keep an "
+                  f"unchecked file)", file=sys.stderr)
             return 1
         worst = max(errors)
         for x, e in zip(inputs, errors, strict=True):
             print(f"  onnxruntime vs PyTorch at {tuple(x.shape)}: relative error {e:.2e}")
         print(f"verified on {len(inputs)} sizes: {'ok' if worst <= args.tolerance else 'FAILED'} "
               f"(max relative error {worst:.2e}, tolerance {args.tolerance:g})")
-        return 0 if worst <= args.tolerance else 1
+        if worst > args.tolerance:
+            path.unlink(missing_ok=True)
+            print(f"visattn export: {path} was removed: it does not compute what the PyTorch module does (pass "
+                  f"--tolerance to accept larger errors, --no-verify to keep an unchecked file)", file=sys.stderr)
+            return 1
+        return 0
     return exit_code("export", body)
 
 
@@ -86,7 +129,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--size", type=parse_size, default=(56, 56), help="export example size HxW (default 56x56)")
     parser.add_argument("--batch", type=positive(int), default=2)
     parser.add_argument("--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=positive(int, 18), default=18)
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 18-23 (default 18)")
     parser.add_argument("--verify", type=parse_sizes, help="sizes to check with onnxruntime, e.g. 40x48,72x56 "
                                                            "(default: three)")
     parser.add_argument("--no-verify", action="store_true")

@@ -8,9 +8,11 @@ from .. import _validate
 
 
 def setup_heads(module: nn.Module, dim: int, num_heads: int, qk_scale, attn_drop: float, proj_drop: float,
-                impl: str) -> None:
+                impl: str, qkv_bias: bool = False) -> None:
     """Check and store ``dim``, ``num_heads``, ``head_dim``, ``scale`` (``qk_scale`` or ``hd ** -0.5``),
-    ``attn_drop`` (a probability, applied by the kernels), ``impl`` and ``proj_drop`` (an ``nn.Dropout``)."""
+    ``attn_drop`` (a probability, applied by the kernels), ``impl`` and ``proj_drop`` (an ``nn.Dropout``); check
+    that ``qkv_bias`` is a bool."""
+    _validate.flag("qkv_bias", qkv_bias)
     module.head_dim = _validate.heads(dim, num_heads)
     module.dim, module.num_heads = dim, num_heads
     qk_scale = _validate.qk_scale(qk_scale)

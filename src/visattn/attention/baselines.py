@@ -28,7 +28,7 @@ class WindowAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, window_size: int = 7, qkv_bias: bool = True,
                  qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0, impl: str = "fast"):
         super().__init__()
-        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl)
+        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl, qkv_bias)
         self.window_size = _validate.positive_int("window_size", window_size)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -59,7 +59,7 @@ class SpatialReductionAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, sr_ratio: int = 2, qkv_bias: bool = True,
                  qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0, impl: str = "fast"):
         super().__init__()
-        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl)
+        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl, qkv_bias)
         self.sr_ratio = _validate.positive_int("sr_ratio", sr_ratio)
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)

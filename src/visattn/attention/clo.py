@@ -7,8 +7,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from ..functional import attention, pointwise
+from .._modes import plain
+from ..functional import attention, conv1x1
 from ._common import dropout_p, setup_heads
+
+
+def _float(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.float()
 
 
 class AttnMap(nn.Module):
@@ -19,8 +24,14 @@ class AttnMap(nn.Module):
         self.act_block = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.SiLU(), nn.Conv2d(dim, dim, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., dim) -> (..., dim)
-        first, last = self.act_block[0], self.act_block[2]
-        return pointwise(last.weight, last.bias, F.silu(pointwise(first.weight, first.bias, x)))
+        first, act, last = self.act_block
+        if type(act) is not nn.SiLU or act._forward_hooks or act._forward_pre_hooks:
+            return self.act_block(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # the Sequential itself, NCHW
+        if x.dtype == torch.float32 and plain(first, last) and first.weight.dtype == torch.float16:
+            # float16 weights on a float32 input (CloAttention's gates run in float32: see _local)
+            return F.linear(F.silu(F.linear(x, first.weight.flatten(1).float(), _float(first.bias))),
+                            last.weight.flatten(1).float(), _float(last.bias))
+        return conv1x1(last, F.silu(conv1x1(first, x)))
 
 
 class CloAttention(nn.Module):
@@ -52,7 +63,7 @@ class CloAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, group_split=(4, 4), kernel_sizes=(5,), window_size: int = 4,
                  attn_drop: float = 0.0, proj_drop: float = 0.0, qkv_bias: bool = True, impl: str = "fast"):
         super().__init__()
-        setup_heads(self, dim, num_heads, None, attn_drop, proj_drop, impl)
+        setup_heads(self, dim, num_heads, None, attn_drop, proj_drop, impl, qkv_bias)
         hd = self.head_dim
         self.group_split = _validate.int_list("group_split", group_split, minimum=0)
         self.kernel_sizes = _validate.int_list("kernel_sizes", kernel_sizes, odd=True)
@@ -79,15 +90,18 @@ class CloAttention(nn.Module):
         if self.global_heads:
             outs.append(self._global(x))
         out = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]  # (B, H, W, C)
-        return self.proj_drop(pointwise(self.proj.weight, self.proj.bias, out))
+        return self.proj_drop(conv1x1(self.proj, out))
 
     def _local(self, x, i):
         """AttnConv group ``i``: ``tanh(act_block(q * k) * scale) * v`` of depthwise-convolved q, k, v."""
         qkvs, conv = self.qkvs[i], self.convs[i]
-        qkv = pointwise(qkvs.weight, qkvs.bias, x)  # (B, H, W, 3*g*hd)
+        qkv = conv1x1(qkvs, x)  # (B, H, W, 3*g*hd)
         qkv = conv(qkv.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, 3*g*hd)
         q, k, v = qkv.chunk(3, dim=-1)  # 3 x (B, H, W, g*hd)
-        gate = torch.tanh(self.act_blocks[i](q * k) * self.scale)
+        if q.dtype == torch.float16 and self.impl == "fast":  # q * k of un-normalised features overflows float16
+            gate = torch.tanh(self.act_blocks[i](q.float() * k.float()) * self.scale).to(q.dtype)
+        else:
+            gate = torch.tanh(self.act_blocks[i](q * k) * self.scale)
         p = dropout_p(self)
         return (F.dropout(gate, p) if p > 0 else gate) * v  # (B, H, W, g*hd)
 
@@ -95,13 +109,17 @@ class CloAttention(nn.Module):
         """Global group: every position attends to ``ws x ws`` average-pooled keys/values (floor mode)."""
         B, H, W, C = x.shape
         gh, hd, ws = self.global_heads, self.head_dim, self.window_size
-        q = pointwise(self.global_q.weight, self.global_q.bias, x)  # (B, H, W, gh*hd)
+        q = conv1x1(self.global_q, x)  # (B, H, W, gh*hd)
         q = q.reshape(B, H * W, gh, hd).transpose(1, 2)  # (B, gh, N, hd)
         pooled = x
-        if ws > 1:
+        if ws > 1 and torch.compiler.is_compiling():  # symbolic H, W (export, compile): no guard on H >= ws
+            kh, kw = torch.sym_min(ws, H), torch.sym_min(ws, W)
+            h2, w2 = H // kh, W // kw
+            pooled = x[:, :h2 * kh, :w2 * kw].reshape(B, h2, kh, w2, kw, C).mean(dim=(2, 4))  # (B, H', W', C)
+        elif ws > 1:
             kernel = (min(ws, H), min(ws, W))
             pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), kernel, kernel).permute(0, 2, 3, 1)  # (B, H', W', C)
-        kv = pointwise(self.global_kv.weight, self.global_kv.bias, pooled)  # (B, H', W', 2*gh*hd)
+        kv = conv1x1(self.global_kv, pooled)  # (B, H', W', 2*gh*hd)
         M = kv.shape[1] * kv.shape[2]  # explicit: B may be 0
         kv = kv.reshape(B, M, 2, gh, hd).permute(2, 0, 3, 1, 4)  # (2, B, gh, M, hd)
         out = attention(q, kv[0], kv[1], self.scale, dropout_p(self), self.impl)  # (B, gh, N, hd)

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from .. import _validate
-from ..functional import dilated_attention, linear_from_channels_first, linear_to_channels_first
+from .._modes import is_tracing, plain
+from ..functional import dilated_attention, from_channels_first, linear_to_channels_first
 from ._common import dropout_p, setup_heads
 
 
@@ -35,7 +36,7 @@ class MultiScaleDilatedAttention(nn.Module):
                  attn_drop: float = 0.0, proj_drop: float = 0.0, kernel_size: int = 3,
                  dilation=(1, 2, 3), impl: str = "fast"):
         super().__init__()
-        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl)
+        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl, qkv_bias)
         self.kernel_size = _validate.odd_int("kernel_size", kernel_size)
         self.dilation = _validate.int_list("dilation", dilation)
         if not self.dilation:
@@ -56,18 +57,29 @@ class MultiScaleDilatedAttention(nn.Module):
         groups = len(self.dilation)
         nhg, hd = self.num_heads // groups, self.head_dim
         tokens = x.reshape(B, H * W, C)  # (B, N, C)
-        weight = self.qkv.weight.view(3, groups, C // groups, C)  # (3, G, C/G, C)
-        bias = None if self.qkv.bias is None else self.qkv.bias.view(3, groups, C // groups)  # (3, G, C/G)
+        direct = plain(self.qkv)
+        if direct:
+            weight = self.qkv.weight.view(3, groups, C // groups, C)  # (3, G, C/G, C)
+            bias = None if self.qkv.bias is None else self.qkv.bias.view(3, groups, C // groups)  # (3, G, C/G)
+        else:  # the layer itself, once (hooks, wrappers, quantized or parametrized layers)
+            qkv_all = self.qkv(x.permute(0, 3, 1, 2)).reshape(B, 3, groups, C // groups, H * W)  # (B, 3, G, C/G, N)
         outs = []
         for g, r in enumerate(self.dilation):  # one group's projections at a time: less memory live
-            w_g = weight[:, g].reshape(3 * C // groups, C)  # (3C/G, C)
-            b_g = None if bias is None else bias[:, g].reshape(-1)  # (3C/G,)
-            qkv = linear_to_channels_first(w_g, b_g, tokens).view(B, 3, nhg, hd, H, W)  # (B, 3, nhg, hd, H, W)
+            if direct:
+                w_g = weight[:, g].reshape(3 * C // groups, C)  # (3C/G, C)
+                b_g = None if bias is None else bias[:, g].reshape(-1)  # (3C/G,)
+                qkv = linear_to_channels_first(w_g, b_g, tokens)  # (B, 3C/G, N)
+            else:
+                qkv = qkv_all[:, :, g]  # (B, 3, C/G, N)
+            qkv = qkv.reshape(B, 3, nhg, hd, H, W)  # (B, 3, nhg, hd, H, W)
             q, k, v = (qkv[:, t].permute(0, 1, 3, 4, 2) for t in range(3))  # 3 x (B, nhg, H, W, hd) views
+            # a dilation of max(H, W) or more puts every neighbour but the centre in the zero padding: the same result
+            # for any such dilation, so the padding is bounded by the map (dilation 2000 would pad by 2000)
+            r = r if is_tracing() else min(r, max(H, W, 1))
             o = dilated_attention(q, k, v, self.kernel_size, r, self.scale, dropout_p(self), self.impl)
             outs.append(o.permute(0, 1, 4, 2, 3))  # (B, nhg, hd, H, W)
         out = torch.cat(outs, dim=1) if groups > 1 else outs[0]  # (B, nh, hd, H, W)
-        y = linear_from_channels_first(self.proj.weight, self.proj.bias, out.reshape(B, C, H * W))  # (B, N, C)
+        y = from_channels_first(self.proj, out.reshape(B, C, H * W))  # (B, N, C)
         return self.proj_drop(y.view(B, H, W, C))
 
     def extra_repr(self) -> str:

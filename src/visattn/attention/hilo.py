@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from .._modes import is_tracing
+from .._modes import is_tracing, plain, tensor_version
 from ..functional import attention, window_attention
 from ._common import dropout_p, setup_heads
 
@@ -40,7 +40,7 @@ class HiLoAttention(nn.Module):
                  attn_drop: float = 0.0, proj_drop: float = 0.0, window_size: int = 2, alpha: float = 0.5,
                  impl: str = "fast"):
         super().__init__()
-        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl)
+        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl, qkv_bias)
         self.ws = _validate.positive_int("window_size", window_size)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha (share of Lo-Fi heads) must be a number in [0, 1], got {alpha!r}")
@@ -92,9 +92,12 @@ class HiLoAttention(nn.Module):
     def _input_projections(self, x, xp, H, W):
         """Hi-Fi ``qkv`` of the padded map and Lo-Fi ``q`` of the map; one matmul ``[h_qkv | l_q]`` when both
         branches exist (the two read the same input)."""
-        if not (self.h_heads and self.l_heads):
+        if not (self.h_heads and self.l_heads and plain(self.h_qkv, self.l_q)):  # each layer called
             return (self.h_qkv(xp) if self.h_heads else None), (self.l_q(x) if self.l_heads else None)
-        if self.fused_in_weight is not None:
+        if self.fused_in_weight is not None and (is_tracing() or self._fused_key == self._source_key()):
+            weight, bias = self.fused_in_weight, self.fused_in_bias
+        elif self.fused_in_weight is not None:  # h_qkv / l_q changed since precompute_projections: rebuild
+            self.precompute_projections()
             weight, bias = self.fused_in_weight, self.fused_in_bias
         else:
             weight, bias = self._concat_input()
@@ -106,20 +109,30 @@ class HiLoAttention(nn.Module):
         bias = None if self.h_qkv.bias is None else torch.cat([self.h_qkv.bias, self.l_q.bias])
         return weight, bias
 
+    def _source_key(self):
+        """What identifies the weights the precomputed concatenation was built from: each tensor's storage and
+        in-place version (``load_state_dict``, optimiser steps and ``copy_`` bump it)."""
+        tensors = [t for t in (self.h_qkv.weight, self.h_qkv.bias, self.l_q.weight, self.l_q.bias) if t is not None]
+        return tuple((t.data_ptr(), tensor_version(t), t.dtype, t.device) for t in tensors)
+
     def precompute_projections(self) -> None:
-        """Build the concatenated ``[h_qkv | l_q]`` weight once (``visattn.fuse`` calls this for inference): later
-        changes of ``h_qkv`` / ``l_q`` are not seen until it is called again."""
+        """Build the concatenated ``[h_qkv | l_q]`` weight once (``visattn.fuse`` calls this for inference). In eager
+        mode a later change of ``h_qkv`` / ``l_q`` (new weights loaded, an in-place edit, another device) is seen at
+        the next call and the concatenation rebuilt; traced graphs use it as it was when traced."""
         if self.h_heads and self.l_heads:
             with torch.no_grad():
                 weight, bias = self._concat_input()
                 self.fused_in_weight = weight.detach().clone()
                 self.fused_in_bias = None if bias is None else bias.detach().clone()
+            self._fused_key = self._source_key()
 
     def _project(self, branches, x):
         """Per-branch output projections, concatenated along channels (Hi-Fi first)."""
         if len(branches) == 1:
             proj, feats = branches[0]
             return proj(feats)
+        if not plain(*(proj for proj, _ in branches)):
+            return torch.cat([proj(feats) for proj, feats in branches], dim=-1)  # (B, H, W, C)
         same_dtype = all(feats.dtype == proj.weight.dtype == x.dtype for proj, feats in branches)  # not autocast
         if not torch.is_grad_enabled() and same_dtype and not is_tracing():  # both written into one map
             out = x.new_empty(x.shape)  # (B, H, W, C)

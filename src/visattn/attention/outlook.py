@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from ..functional import linear_from_channels_first, linear_to_channels_first, outlook_aggregate, outlook_attention
+from ..functional import from_channels_first, outlook_aggregate, outlook_attention, to_channels_first
 from ._common import dropout_p, setup_heads
 
 
@@ -37,7 +37,7 @@ class OutlookAttention(nn.Module):
                  qkv_bias: bool = False, qk_scale: float | None = None, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, impl: str = "fast"):
         super().__init__()
-        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl)
+        setup_heads(self, dim, num_heads, qk_scale, attn_drop, proj_drop, impl, qkv_bias)
         self.kernel_size = _validate.positive_int("kernel_size", kernel_size)
         self.stride = _validate.positive_int("stride", stride)
         self.padding = _validate.positive_int("padding", padding, minimum=0)
@@ -55,14 +55,14 @@ class OutlookAttention(nn.Module):
         B, H, W, C = x.shape
         nh, hd, k, k2, s = self.num_heads, self.head_dim, self.kernel_size, self.kernel_size ** 2, self.stride
         tokens = x.reshape(B, H * W, C)  # (B, N, C)
-        v = linear_to_channels_first(self.v.weight, self.v.bias, tokens).view(B, nh, hd, H, W)  # (B, nh, hd, H, W)
+        v = to_channels_first(self.v, tokens).view(B, nh, hd, H, W)  # (B, nh, hd, H, W)
         h, w = H, W
         centre = tokens
         if s > 1:
             centre = F.avg_pool2d(x.permute(0, 3, 1, 2), s, s, ceil_mode=True).permute(0, 2, 3, 1)  # (B, h, w, C)
             h, w = centre.shape[1:3]  # the pool's own (symbolic) size: no guard when traced
             centre = centre.reshape(B, h * w, C)  # (B, h*w, C)
-        logits = linear_to_channels_first(self.attn.weight, self.attn.bias, centre).view(B, nh, k2, k2, h, w)
+        logits = to_channels_first(self.attn, centre).view(B, nh, k2, k2, h, w)
         # logits: (B, nh, k*k, k*k, h, w)
         scale = self.scale
         if not torch.is_grad_enabled():  # scale our own logits in place (under autograd this would keep a copy)
@@ -76,7 +76,7 @@ class OutlookAttention(nn.Module):
             out = outlook_attention(logits.permute(0, 1, 4, 5, 2, 3), v, k, self.padding, s, scale, self.impl)
         # out: (B, nh, H, W, hd)
         out = out.permute(0, 1, 4, 2, 3).reshape(B, C, H * W)  # (B, C, N)
-        y = linear_from_channels_first(self.proj.weight, self.proj.bias, out)  # (B, N, C)
+        y = from_channels_first(self.proj, out)  # (B, N, C)
         return self.proj_drop(y.view(B, H, W, C))
 
     def extra_repr(self) -> str:

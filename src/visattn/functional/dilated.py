@@ -36,8 +36,9 @@ def dilated_attention(q, k, v, kernel_size: int = 3, dilation: int = 1, scale: f
         dilation: spacing ``r`` between the keys.
         scale: logit scale, ``hd ** -0.5`` when None.
         dropout_p: dropout on the attention probabilities.
-        impl: ``"fast"`` (shifted views of one padded K and V, no k*k copies) or ``"reference"``
-            (the official unfold formulation, k*k copies of K and V).
+        impl: ``"fast"`` (shifted views of one padded K and V, no k*k copies; float16 inputs are computed in float32
+            inside, since their logits overflow on un-normalised features) or ``"reference"`` (the official unfold
+            formulation, k*k copies of K and V, in the inputs' dtype).
     Returns:
         ``(B, nh, H, W, hd)``.
     """
@@ -76,6 +77,8 @@ def _fast(q, k, v, ks, r, scale, dropout_p):
     """Shifted views of one zero-padded K and V, computed in (B, nh, hd, H, W) memory order so that the k*k
     products vectorise along W. Free of copies when the caller lays q, k, v out channel-first (as the module does);
     the result is a (B, nh, H, W, hd) view of channel-first memory."""
+    if q.dtype == torch.float16:  # q . k of un-normalised features overflows float16 (65504): float32 inside
+        return _fast(q.float(), k.float(), v.float(), ks, r, scale, dropout_p).to(torch.float16)
     qc, kc, vc = (t.permute(0, 1, 4, 2, 3) for t in (q, k, v))  # (B, nh, hd, H, W)
     shifts = [(a * r, b * r) for a in range(ks) for b in range(ks)]
     needs_grad = records_grad(q, k, v)

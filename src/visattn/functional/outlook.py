@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
-from .._modes import check, is_compiling, is_exporting, records_grad, under_transform
+from .._modes import check, is_compiling, is_graph_exporting, records_grad, under_transform
 from ._buffers import dot_into
 from ._counting import counted
 from ._recompute import differentiable_grads
@@ -59,7 +59,7 @@ def outlook_aggregate(attn, v, kernel_size: int = 3, padding: int = 1, stride: i
     _check_shapes(attn, v, ks, s)
     B, nh, H, W, hd = v.shape
     h, w = attn.shape[2:4]
-    fn = _reference if impl == "reference" or under_transform() or is_exporting() else _fast
+    fn = _reference if impl == "reference" or under_transform() or is_graph_exporting() else _fast
     return counted("outlook_aggregate", B * nh * h * w * ks ** 4 * hd, fn, attn, v, ks, p, s)
 
 
@@ -73,7 +73,7 @@ def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride:
     _validate.impl(impl)
     if _compiled_strided(stride):
         return _eager_outlook_attention(logits, v, kernel_size, padding, stride, scale, impl)
-    if impl == "reference" or under_transform() or is_exporting():  # plain differentiable ops
+    if impl == "reference" or under_transform() or is_graph_exporting():  # plain differentiable ops
         return outlook_aggregate((logits * scale).softmax(dim=-1), v, kernel_size, padding, stride, impl)
     if not records_grad(logits, v):
         ac = logits.permute(0, 1, 4, 5, 2, 3)  # (B, nh, k*k, k*k, h, w): softmax over a non-trailing axis
@@ -95,8 +95,9 @@ def _compiled_strided(stride) -> bool:
     """Strided windows under ``torch.compile``: inductor's code for them (both paths: the strided fold of the fast
     one, col2im after the permuted window products of the reference one) corrupts the heap in torch 2.13 (VOLO-D1's
     outlooker, stride 2: double free at the first call), so the kernel runs eagerly behind a graph break
-    (tests/test_compile.py holds VOLO to this). Exporters (``is_exporting``) record the unfold / matmul / fold form
-    instead: for ONNX ~100x fewer nodes and ~3x faster in onnxruntime than the unrolled offsets (RESULTS.md 10)."""
+    (tests/test_compile.py holds VOLO to this). torch.export (``is_graph_exporting``) records the unfold / matmul /
+    fold form instead: for ONNX ~100x fewer nodes and ~3x faster in onnxruntime than the unrolled offsets (RESULTS.md
+    10). The TorchScript-based ONNX exporter records the unrolled offsets (its col2im needs constant sizes)."""
     return stride > 1 and is_compiling()
 
 

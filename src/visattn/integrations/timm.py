@@ -75,9 +75,8 @@ def checkpoint_filter(state_dict: dict, model) -> dict:
     no official checkpoint has (VOLO's feature pyramid) keep their initialisation, timm's strict load holds the
     rest."""
     sd = strip_prefixes(unwrap(state_dict))
-    adapt = getattr(model, "adapt_official_state_dict", None)
-    if adapt is not None:
-        sd = adapt(sd)[0]
+    if hasattr(model, "official_shapes"):  # VOLO: a fine-tuned grid becomes the model's before timm loads
+        model.adopt_shapes(model.official_shapes(sd))
     new = tuple(f"{m}." for m in getattr(model, "_new_modules", ()))
     if new:
         sd.update({k: v for k, v in model.state_dict().items() if k.startswith(new) and k not in sd})

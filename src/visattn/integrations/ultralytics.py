@@ -24,8 +24,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 from ultralytics.nn import tasks
+from ultralytics.nn.modules import C2f, C3k2, TorchVision
 
 from ..attention import create_block
+from ..models import create_model
+
+try:  # GFLOPs in YOLO's summaries with the attention products (Ultralytics' thop; absent: YOLO prints 0.0)
+    from . import thop as _thop  # noqa: F401
+except ImportError:
+    _thop = None
 
 
 def auto_heads(channels: int, multiple: int = 1, head_dim: int = 32) -> int:
@@ -34,7 +41,8 @@ def auto_heads(channels: int, multiple: int = 1, head_dim: int = 32) -> int:
     for heads in range(max(channels // head_dim, multiple), 0, -1):
         if channels % heads == 0 and heads % multiple == 0:
             return heads
-    return multiple
+    raise ValueError(f"no head count divides {channels} channels and is a multiple of {multiple} (one head group per "
+                     f"dilation); give the layer a channel count divisible by {multiple}, or fewer dilations")
 
 
 class YOLOAttention(nn.Module):
@@ -51,11 +59,15 @@ class YOLOAttention(nn.Module):
         return auto_heads(channels)
 
     def build(self, x: torch.Tensor) -> None:
-        channels = x.shape[1]
+        self.build_for(x.shape[1], x.device, x.dtype if x.is_floating_point() else torch.float32)
+
+    def build_for(self, channels: int, device=None, dtype=torch.float32) -> YOLOAttention:
+        """Build the block for ``channels`` now (the CSP blocks know their width when they are built)."""
         heads = self.num_heads or self.heads_for(channels)
         with torch.inference_mode(False):  # Ultralytics builds under inference mode; parameters must train later
             block = create_block(self.block_name, channels, heads, **self.kwargs)
-        self.block = block.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+        self.block = block.to(device=device, dtype=dtype)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.block is None:
@@ -103,7 +115,84 @@ class CloAttn(YOLOAttention):
         return auto_heads(channels, multiple=2)  # half local, half global by default
 
 
-LAYERS = {cls.__name__: cls for cls in (HiLo, MSDA, Outlook, CloAttn)}
+ATTENTION = (HiLo, MSDA, Outlook, CloAttn)
+
+
+class ParsedAs(type):
+    """Metaclass of layers that Ultralytics' YAML parser must treat as one of its own classes (``parse_as``): the
+    parser decides by set membership (``m in base_modules``) which rows get input channels, width-scaled output
+    channels and depth-scaled repeats, and offers no other way in. A class of this metaclass hashes and compares
+    equal to ``parse_as`` (only that: it stays a class of its own, a subclass of ``parse_as`` where it is one)."""
+
+    parse_as: type
+
+    def __eq__(cls, other):
+        return other is cls or other is cls.parse_as
+
+    def __hash__(cls):
+        return hash(cls.parse_as)
+
+
+def _csp_init(base):
+    def __init__(self, c1: int, c2: int, n: int = 1, *args):
+        head, block_args = args[:self.base_args], args[self.base_args:]
+        base.__init__(self, c1, c2, n, *head)
+        # a visattn layer (x + block(x)) after each inner block, as Ultralytics' own C3k2(attn=True) puts a PSABlock
+        self.m = nn.ModuleList(nn.Sequential(m, self.layer(*block_args).build_for(self.c)) for m in self.m)
+    return __init__
+
+
+def _csp(base: type, layer: type[YOLOAttention], base_args: int) -> type:
+    """``<base>_<layer>``: Ultralytics' ``base`` (C2f / C3k2, built by its own constructor) with ``layer`` after each
+    of its inner blocks. YAML arguments: the base's (C2f: shortcut; C3k2: c3k, e), then the layer's."""
+    name = f"{base.__name__}_{layer.__name__}"
+    cls = ParsedAs(name, (base,), dict(__init__=_csp_init(base), __module__=__name__, __qualname__=name, layer=layer,
+                                       base_args=base_args, parse_as=base,
+                                       __doc__=f"Ultralytics' {base.__name__} with visattn's {layer.__name__} after "
+                                               f"each inner block."))
+    return cls
+
+
+CSP = {c.__name__: c for base, k in ((C2f, 1), (C3k2, 2)) for c in (_csp(base, layer, k) for layer in ATTENTION)}
+globals().update(CSP)  # importable by name: Ultralytics pickles whole models
+
+
+class VisattnBackbone(nn.Module, metaclass=ParsedAs):
+    """A visattn backbone as the first row of a YOLO YAML, returning a list of NCHW maps that ``Index`` rows pick
+    (Ultralytics' ``TorchVision`` + ``Index`` convention, parsed as ``TorchVision``: the row's first argument is its
+    declared output channels)::
+
+        - [-1, 1, VisattnBackbone, [768, litv2_s]]          # args: c2, model, weights=None, out_indices=(1, 2, 3)
+        - [0, 1, Index, [192, 0]]                           # P3/8   (channels: feature_info of the model)
+        - [0, 1, Index, [384, 1]]                           # P4/16
+        - [0, 1, Index, [768, 2]]                           # P5/32
+
+    ``weights`` is an official checkpoint's path (``create_model(..., pretrained=weights)``); the default
+    ``out_indices`` give strides 8, 16, 32, the levels a YOLO neck reads; ``overrides`` (a YAML mapping) are
+    constructor arguments (``{drop_path_rate: 0.1}``).
+    """
+
+    parse_as = TorchVision
+
+    def __init__(self, model: str, weights: str | None = None, out_indices=(1, 2, 3), overrides: dict | None = None):
+        super().__init__()
+        with torch.inference_mode(False):
+            self.m = create_model(model, pretrained=weights, features_only=True, out_indices=tuple(out_indices),
+                                  **(overrides or {}))
+        self.model_name = model
+
+    @property
+    def channels(self) -> list[int]:
+        return [info["num_chs"] for info in self.m.feature_info]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.m(x)
+
+    def extra_repr(self) -> str:
+        return f"{self.model_name}, maps {[(i['num_chs'], i['reduction']) for i in self.m.feature_info]}"
+
+
+LAYERS = {**{cls.__name__: cls for cls in ATTENTION}, **CSP, "VisattnBackbone": VisattnBackbone}
 
 
 def register() -> None:

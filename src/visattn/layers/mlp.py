@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .._modes import observed
-from ..functional import pointwise
+from ..functional import conv1x1
 from ..functional._buffers import can_overwrite
 
 
@@ -85,6 +85,6 @@ class ConvFFN(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _activate(self.act, pointwise(self.fc1.weight, self.fc1.bias, x))  # (B, H, W, hidden)
+        x = _activate(self.act, conv1x1(self.fc1, x), self.fc1)  # (B, H, W, hidden)
         x = _nhwc(self.dwconv(_nchw(x)))  # (B, H', W', hidden)
-        return self.drop(pointwise(self.fc2.weight, self.fc2.bias, self.drop(x)))  # (B, H', W', out)
+        return self.drop(conv1x1(self.fc2, self.drop(x)))  # (B, H', W', out)

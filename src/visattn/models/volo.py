@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._modes import is_tracing
+from .._modes import is_tracing, tensor_version
 from ..attention import ClassAttention, MultiHeadSelfAttention, OutlookAttention
 from ..blocks import Block, ClassBlock
 from ..layers import Downsample, Mlp
@@ -142,21 +142,36 @@ class VOLO(Backbone):
         if self.return_dense:
             self.aux_head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
-    def adapt_official_state_dict(self, sd: dict) -> tuple[dict, list[str]]:
-        """Adopt a checkpoint's position-embedding grid (e.g. a 384-px fine-tune loaded into ``volo_d1``): the
-        model's embedding takes the checkpoint's shape, so the model computes what the official one does at the
-        checkpoint's size (other sizes still resize it at run time). Returns the state dict and what was adopted."""
-        pos = sd.get("pos_embed")
-        own = getattr(self, "pos_embed", None)
-        if pos is None or own is None or pos.dim() != 4 or pos.shape == own.shape or pos.shape[-1] != own.shape[-1]:
-            return sd, []
+    MAX_GRID = 128  # an adopted position-embedding grid: up to 128 x 128 tokens (2048-px inputs at stride 16)
+
+    def official_shapes(self, sd: dict) -> dict[str, tuple[int, ...]]:
+        """The shapes the model takes from a checkpoint, checked, without changing the model: a position-embedding
+        grid other than the model's (a 384-px fine-tune loaded into ``volo_d1``). Only ``(1, h, w, C)`` with the
+        model's ``C`` and ``1 <= h, w <= MAX_GRID`` is adopted; any other shape is left to the shape check."""
+        pos, own = sd.get("pos_embed"), getattr(self, "pos_embed", None)
+        if not isinstance(pos, torch.Tensor) or own is None or pos.shape == own.shape:
+            return {}
+        if pos.dim() != 4 or pos.shape[0] != 1 or pos.shape[-1] != own.shape[-1]:
+            return {}  # not a grid of this model: reported as a shape mismatch
+        h, w = pos.shape[1:3]
+        if not (1 <= h <= self.MAX_GRID and 1 <= w <= self.MAX_GRID):
+            raise ValueError(f"the checkpoint's position embedding has a {h}x{w} grid; visattn adopts grids of 1 to "
+                             f"{self.MAX_GRID} tokens a side (inputs up to {self.MAX_GRID * self._grid_stride} px)")
+        return {"pos_embed": tuple(pos.shape)}
+
+    def adopt_shapes(self, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+        """Give the model the shapes :meth:`official_shapes` found (after every check passed); returns what changed.
+        The model then computes what the official one does at the checkpoint's size (other sizes still resize the
+        embedding at run time)."""
+        if "pos_embed" not in shapes:
+            return []
         old = tuple(self.pos_embed.shape[1:3])
-        self.pos_embed = nn.Parameter(torch.zeros_like(pos, device=self.pos_embed.device, dtype=self.pos_embed.dtype))
-        grid = tuple(pos.shape[1:3])
+        self.pos_embed = nn.Parameter(self.pos_embed.new_zeros(shapes["pos_embed"]))
+        grid = shapes["pos_embed"][1:3]
         if grid[0] == grid[1]:
             self.img_size = grid[0] * self._grid_stride
-        return sd, [f"pos_embed: the checkpoint's {grid[0]}x{grid[1]} grid replaces {old[0]}x{old[1]} "
-                    f"(img_size {self.img_size})"]
+        return [f"pos_embed: the checkpoint's {grid[0]}x{grid[1]} grid replaces {old[0]}x{old[1]} "
+                f"(img_size {self.img_size})"]
 
     def forward_stem(self, x):
         return self.patch_embed(x)
@@ -183,7 +198,10 @@ class VOLO(Backbone):
         pos = self.pos_embed
         if is_tracing() or torch.is_grad_enabled():
             return resize_pos_embed(pos, size)
-        key = (size, pos._version, pos.data_ptr(), pos.dtype, pos.device, torch.is_inference_mode_enabled())
+        version = tensor_version(pos)
+        if version is None:  # an inference tensor (model built under inference_mode) keeps no version: no cache
+            return resize_pos_embed(pos, size)
+        key = (size, version, pos.data_ptr(), pos.dtype, pos.device, torch.is_inference_mode_enabled())
         cached = getattr(self, "_pos_cache", None)
         if cached is None or cached[0] != key:
             cached = self._pos_cache = (key, resize_pos_embed(pos.detach(), size))

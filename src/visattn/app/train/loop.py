@@ -12,9 +12,11 @@ signal, exact resume.
 from __future__ import annotations
 
 import json
+import math
 import random
 import signal
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -101,7 +103,7 @@ def train(cfg: TrainConfig) -> dict:
             raise ValueError(f"--batch-size {cfg.batch_size} (global) must be divisible by the {rt.world} processes")
         if rt.main:
             folder = RunFolder(cfg.output, cfg.resume, cfg.overwrite)
-        metrics = _train(cfg, rt)
+        metrics = _train(cfg, rt, folder)
     except BaseException as err:
         if folder is not None:
             folder.release(failed=not isinstance(err, Interrupted))
@@ -113,7 +115,36 @@ def train(cfg: TrainConfig) -> dict:
     return metrics
 
 
-def _train(cfg: TrainConfig, rt: Runtime) -> dict:
+# options a resumed run must share with the stored one (anything else changes what the run computes); --epochs may
+# grow, the others (output, device, workers, quiet, log_steps) do not change the results
+_RESUME_FIXED = ("batch_size", "seed", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "clip_grad", "amp",
+                 "ema", "data", "size", "pretrained")
+
+
+def _check_resume(stored: dict, cfg: TrainConfig, done_epochs: int) -> None:
+    differ = [f"--{k.replace('_', '-')} {stored[k]!r} (now {getattr(cfg, k)!r})" for k in _RESUME_FIXED
+              if k in stored and stored[k] != getattr(cfg, k) and not (k == "pretrained" and cfg.pretrained is None)]
+    if differ:
+        raise ValueError(f"--resume continues the stored run, which was started with {'; '.join(differ)}; resume with "
+                         f"the same options (only --epochs may change) or start a new run (--output, --overwrite)")
+    if cfg.epochs < done_epochs:
+        raise ValueError(f"--epochs {cfg.epochs} is fewer than the {done_epochs} epochs the run has completed")
+
+
+def _truncate_log(path: Path, key: str, last: int) -> None:
+    """Drop lines of a jsonl log written after the checkpoint a run resumes from (``key`` > ``last``)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get(key, 0) <= last]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _finite(value):
+    """JSON has no NaN / inf: non-finite floats are written as null."""
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def _train(cfg: TrainConfig, rt: Runtime, folder: RunFolder | None = None) -> dict:
     out = Path(cfg.output)
     ckpt_path = out / "checkpoint.pt"
     size = cfg.input_size()
@@ -146,10 +177,12 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
 
     start_epoch, skip, step = 0, 0, 0
     if resuming:
-        state = load_file(ckpt_path)
+        state = load_file(ckpt_path, sealed=True)
         if not (isinstance(state, dict) and state.get("model_name") == cfg.model_name()):
             raise ValueError(f"{ckpt_path} is not a checkpoint of this run's model {cfg.model_name()!r}; resume with "
-                             f"the same --model and --set, or pass --overwrite to start afresh")
+                             f"the same --model and --set, or pass --overwrite to start afresh (the old files are "
+                             f"kept until the new run's first checkpoint)")
+        _check_resume(state.get("config") or {}, cfg, state.get("epoch", 0))
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -162,6 +195,9 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
         if ema is not None and state.get("ema") is not None:
             ema.module.load_state_dict(state["ema"])
         start_epoch, skip, step = state["epoch"], state["step_in_epoch"], state["step"]
+        if rt.main:  # lines logged after that checkpoint (a kill -9) are written again by the resumed run
+            _truncate_log(out / "steps.jsonl", "step", step)
+            _truncate_log(out / "metrics.jsonl", "epoch", start_epoch)
         set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
         if rt.main and not cfg.quiet:
             print(f"resumed from {ckpt_path}: epoch {start_epoch}, step {skip} of {steps_per_epoch}", flush=True)
@@ -178,8 +214,13 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
                                  step_in_epoch=step_in_epoch, step=step, config=asdict(cfg),
                                  model_name=cfg.model_name(), model_args=dict(cfg.model_overrides(),
                                                                               num_classes=n_classes),
-                                 classes=classes, input_size=size), ckpt_path)
+                                 classes=classes, input_size=size), ckpt_path,
+                            what=f"the checkpoint of epoch {epoch}, step {step_in_epoch}")
+            if folder is not None:
+                folder.commit()  # an overwritten run's files can go now
 
+    running_stats = [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                     for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
     signals = _Signals()
     metrics = {}
     try:
@@ -192,16 +233,35 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
             ddp.train()
             progress = Progress(steps_per_epoch - skip) if rt.main and not cfg.quiet else None
             loss_sum = correct = seen = 0.0
+            skipped = 0
             t0 = time.perf_counter()
             for i, (x, y) in enumerate(loader):
                 if i < skip:
                     continue
                 x, y = x.to(rt.device), y.to(rt.device)
+                saved_stats = [b.clone() for b in running_stats]  # restored if this step is skipped
                 with _autocast(cfg, rt.device):
                     logits = ddp(x)
                     loss = criterion(logits.float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                loss_value = loss.detach().item()
+                if rt.any(not math.isfinite(loss_value)):  # every rank skips the same step
+                    skipped += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    with torch.no_grad():  # the batch's BatchNorm statistics go too
+                        for b, saved in zip(running_stats, saved_stats, strict=True):
+                            b.copy_(saved)
+                    if rt.main and skipped == 1:
+                        warnings.warn(f"epoch {epoch + 1}, step {i + 1}: the loss is not finite ({loss_value}); "
+                                      f"the step is skipped (weights and BatchNorm statistics unchanged). Non-finite "
+                                      f"inputs or a too high --lr cause this", stacklevel=1)
+                    step += 1
+                    if rt.any(signals.received is not None):
+                        checkpoint(epoch, i + 1)
+                        del loader
+                        raise Interrupted(signals.received or signal.SIGTERM, epoch, i + 1)
+                    continue
                 scaler.unscale_(optimizer)
                 if cfg.clip_grad > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
@@ -211,12 +271,11 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
                 step += 1
                 if ema is not None:
                     ema.update(model)
-                loss_value = loss.detach().item()
                 if step <= cfg.log_steps:  # global mean loss of this step, for step-by-step comparisons
                     total_loss, count = rt.sum(loss_value * len(y), len(y))
                     if rt.main:
                         with open(out / "steps.jsonl", "a") as f:
-                            f.write(json.dumps(dict(step=step, loss=total_loss / count)) + "\n")
+                            f.write(json.dumps(dict(step=step, loss=_finite(total_loss / count))) + "\n")
                 loss_sum += loss_value * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
@@ -228,17 +287,21 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
                     del loader  # stops the workers
                     raise Interrupted(signals.received or signal.SIGTERM, epoch, i + 1)
             skip = 0
+            if skipped and seen == 0:  # not one step of this epoch had a finite loss
+                raise ValueError(f"every step of epoch {epoch + 1} had a non-finite loss; check the data for NaN / "
+                                 f"inf values or lower --lr")
             loss_sum, correct, seen = rt.sum(loss_sum, correct, seen)
             elapsed = time.perf_counter() - t0
             rt.broadcast_buffers(model)  # score with rank 0's BatchNorm statistics everywhere
             top1 = evaluate(ema.module if ema is not None else model, val_ds, rt)
             metrics = dict(epoch=epoch + 1, step=step, train_loss=loss_sum / max(seen, 1),
                            train_top1=correct / max(seen, 1), val_top1=top1, lr=scheduler.get_last_lr()[0],
-                           images_per_s=seen / elapsed, epoch_time_s=elapsed, world_size=rt.world)
+                           images_per_s=seen / elapsed, epoch_time_s=elapsed, world_size=rt.world,
+                           skipped_steps=skipped)
             checkpoint(epoch + 1, 0)
             if rt.main:
                 with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
+                    f.write(json.dumps({k: _finite(v) for k, v in metrics.items()}, allow_nan=False) + "\n")
                 if not cfg.quiet:
                     print(f"epoch {epoch + 1}: loss {metrics['train_loss']:.4f}  held-out top-1 {top1:.4f}  "
                           f"{metrics['images_per_s']:.0f} img/s", flush=True)
