@@ -178,12 +178,3 @@ def test_out_of_memory_is_a_message_not_a_traceback(capsys, monkeypatch):
 
     assert common.exit_code("export", explode) == 1
     assert "out of memory" in capsys.readouterr().err
-
-
-def test_yolo_head_count_for_channels_no_count_divides():
-    pytest.importorskip("ultralytics")
-    import visattn.integrations.ultralytics as vyolo
-
-    assert vyolo.auto_heads(33) == 1
-    with pytest.raises(ValueError, match="no head count divides 33 channels and is a multiple of 2"):
-        vyolo.auto_heads(33, multiple=2)

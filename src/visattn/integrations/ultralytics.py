@@ -21,6 +21,10 @@ AGPL-3.0; this module only calls its public API.
 
 from __future__ import annotations
 
+import re
+import tempfile
+from pathlib import Path
+
 import torch
 from torch import nn
 from ultralytics.nn import tasks
@@ -193,6 +197,35 @@ class VisattnBackbone(nn.Module, metaclass=ParsedAs):
 
 
 LAYERS = {**{cls.__name__: cls for cls in ATTENTION}, **CSP, "VisattnBackbone": VisattnBackbone}
+
+
+def scaled_yaml(path, scale: str, folder=None) -> Path:
+    """A copy of the model YAML ``path`` named for ``scale`` (``yolo11-visattn-csp.yaml`` ->
+    ``yolo11n-visattn-csp.yaml``) in ``folder`` (default: ``visattn-yolo`` in the temporary directory).
+
+    Ultralytics reads the scale from the letter after the number in a YAML's file name; when the named file does not
+    exist it strips that letter with a regular expression applied to the whole path, which also rewrites folders
+    such as ``exp2s/`` or ``10m0/``. A file that exists under its scaled name is read as it is."""
+    path = Path(path)
+    if scale not in ("n", "s", "m", "l", "x"):
+        raise ValueError(f"scale must be one of n, s, m, l, x, got {scale!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"no model YAML at {path}")
+    stem, found = re.subn(r"^(yolo(?:e-)?v?\d+)", rf"\g<1>{scale}", path.stem, count=1)
+    if not found:  # Ultralytics finds the scale only after "yolo<digits>"
+        stem = f"yolo0{scale}-{path.stem}"
+    folder = Path(folder) if folder is not None else Path(tempfile.gettempdir()) / "visattn-yolo"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{stem}{path.suffix}"
+    out.write_text(path.read_text())
+    return out
+
+
+def yolo(path, scale: str = "n", **kwargs):
+    """``ultralytics.YOLO`` for the model YAML ``path`` at ``scale`` (see :func:`scaled_yaml`)."""
+    from ultralytics import YOLO
+
+    return YOLO(str(scaled_yaml(path, scale)), **kwargs)
 
 
 def register() -> None:
