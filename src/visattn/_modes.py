@@ -61,6 +61,12 @@ def plain(*layers: nn.Module) -> bool:
     return True
 
 
+def storage_id(t: torch.Tensor) -> tuple[int, int]:
+    """Which memory ``t`` views (its storage object and offset), read without touching the data pointer: fake tensors
+    (``FakeTensorMode``, tracing tools) warn on ``data_ptr()`` and will refuse it."""
+    return t.untyped_storage()._cdata, t.storage_offset()
+
+
 def tensor_version(t: torch.Tensor) -> int | None:
     """``t._version`` (bumped by every in-place change), or None for an inference tensor, which keeps none."""
     return None if t.is_inference() else t._version
@@ -77,9 +83,22 @@ def under_transform() -> bool:
 
 
 def check(condition, message: str, error: type[Exception] = ValueError) -> None:
-    """Raise ``error(message)`` when ``condition`` is false. While tracing, a condition on symbolic sizes
-    becomes ``torch._check`` (a runtime assertion, not a guard that would specialise the graph)."""
+    """Raise ``error(message)`` when ``condition`` is false. Under ``torch.compile`` a condition on symbolic sizes
+    becomes ``torch._check``; under ``torch.export`` it is left out: on the exporter's backed sizes it would become a
+    guard that narrows the user's ``Dim`` ranges (the checks guard user input; traced kernels pad so they hold)."""
+    if torch.compiler.is_exporting():
+        return
     if torch.compiler.is_compiling():  # dynamo: symbolic sizes (the TorchScript tracer has concrete ones)
         torch._check(condition, lambda: message)
     elif not condition:
         raise error(message)
+
+
+def crop_hw(t: torch.Tensor, H, W) -> torch.Tensor:
+    """``t[..., :H, :W, :]`` of a ``(..., Hp, Wp, C)`` tensor with ``H <= Hp``, ``W <= Wp``. Traced by dynamo, a
+    negative pad instead of a slice: a slice makes the exporter compare ``H`` with ``Hp``, a guard it cannot always
+    prove, while the pad's output size is exactly ``H``."""
+    if torch.compiler.is_compiling():
+        Hp, Wp = t.shape[-3], t.shape[-2]
+        return torch.nn.functional.pad(t, (0, 0, 0, W - Wp, 0, H - Hp))
+    return t[..., :H, :W, :]

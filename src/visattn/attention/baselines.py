@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from .._modes import is_tracing
+from .._modes import crop_hw, is_tracing
 from ..functional import attention, window_attention
 from ._common import dropout_p, setup_heads
 
@@ -38,14 +38,14 @@ class WindowAttention(nn.Module):
         B, H, W, C = x.shape
         ws = self.window_size
         pad_h, pad_w = (-H) % ws, (-W) % ws
-        # traced: pad unconditionally, no branch on H % ws
-        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w or is_tracing() else x  # (B, Hp, Wp, C)
         Hp, Wp = H + pad_h, W + pad_w
+        # traced: pad unconditionally, no branch on H % ws
+        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if is_tracing() or pad_h or pad_w else x  # (B, Hp, Wp, C)
         qkv = self.qkv(xp).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
         # qkv: (3, B, nh, Hp, Wp, hd)
         out = window_attention(qkv[0], qkv[1], qkv[2], ws, self.scale, dropout_p(self), self.impl)
         # out: (B, nh, Hp, Wp, hd)
-        out = out[:, :, :H, :W].permute(0, 2, 3, 1, 4).reshape(B, H, W, C)  # (B, H, W, C)
+        out = crop_hw(out, H, W).permute(0, 2, 3, 1, 4).reshape(B, H, W, C)  # (B, H, W, C)
         return self.proj_drop(self.proj(out))
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from .._modes import plain
+from .._modes import crop_hw, plain
 from ..functional import attention, conv1x1
 from ._common import dropout_p, setup_heads
 
@@ -115,7 +115,7 @@ class CloAttention(nn.Module):
         if ws > 1 and torch.compiler.is_compiling():  # symbolic H, W (export, compile): no guard on H >= ws
             kh, kw = torch.sym_min(ws, H), torch.sym_min(ws, W)
             h2, w2 = H // kh, W // kw
-            pooled = x[:, :h2 * kh, :w2 * kw].reshape(B, h2, kh, w2, kw, C).mean(dim=(2, 4))  # (B, H', W', C)
+            pooled = crop_hw(x, h2 * kh, w2 * kw).reshape(B, h2, kh, w2, kw, C).mean(dim=(2, 4))  # (B, H', W', C)
         elif ws > 1:
             kernel = (min(ws, H), min(ws, W))
             pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), kernel, kernel).permute(0, 2, 3, 1)  # (B, H', W', C)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from .._modes import is_tracing, plain, tensor_version
+from .._modes import crop_hw, is_tracing, plain, storage_id, tensor_version
 from ..functional import attention, window_attention
 from ._common import dropout_p, setup_heads
 
@@ -64,16 +64,16 @@ class HiLoAttention(nn.Module):
         B, H, W, C = x.shape
         ws, hd, p = self.ws, self.head_dim, dropout_p(self)
         pad_h, pad_w = (-H) % ws, (-W) % ws
-        # traced: pad unconditionally, so the graph does not specialise on H % ws
-        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w or is_tracing() else x  # (B, Hp, Wp, C)
         Hp, Wp = H + pad_h, W + pad_w
+        # traced: pad unconditionally, so the graph does not specialise on H % ws
+        xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if is_tracing() or pad_h or pad_w else x  # (B, Hp, Wp, C)
         hi_qkv, lo_q = self._input_projections(x, xp, H, W)
         outs = []
         if self.h_heads:
             qkv = hi_qkv.reshape(B, Hp, Wp, 3, self.h_heads, hd)  # (B, Hp, Wp, 3, nh_hi, hd)
             qkv = qkv.permute(3, 0, 4, 1, 2, 5)  # (3, B, nh_hi, Hp, Wp, hd)
             hi = window_attention(qkv[0], qkv[1], qkv[2], ws, self.scale, p, self.impl)  # (B, nh_hi, Hp, Wp, hd)
-            hi = hi[:, :, :H, :W].permute(0, 2, 3, 1, 4).reshape(B, H, W, self.h_dim)  # (B, H, W, h_dim)
+            hi = crop_hw(hi, H, W).permute(0, 2, 3, 1, 4).reshape(B, H, W, self.h_dim)  # (B, H, W, h_dim)
             outs.append((self.h_proj, hi))
         if self.l_heads:
             q = lo_q.reshape(B, H * W, self.l_heads, hd).transpose(1, 2)  # (B, nh_lo, N, hd)
@@ -102,7 +102,7 @@ class HiLoAttention(nn.Module):
         else:
             weight, bias = self._concat_input()
         fused = F.linear(xp, weight, bias)  # (B, Hp, Wp, 3 h_dim + l_dim)
-        return fused[..., :3 * self.h_dim], fused[:, :H, :W, 3 * self.h_dim:]  # (B, Hp, Wp, 3 h_dim), (B, H, W, l_dim)
+        return fused[..., :3 * self.h_dim], crop_hw(fused[..., 3 * self.h_dim:], H, W)  # (B,Hp,Wp,3h), (B,H,W,l)
 
     def _concat_input(self):
         weight = torch.cat([self.h_qkv.weight, self.l_q.weight])  # (3 h_dim + l_dim, C)
@@ -113,7 +113,7 @@ class HiLoAttention(nn.Module):
         """What identifies the weights the precomputed concatenation was built from: each tensor's storage and
         in-place version (``load_state_dict``, optimiser steps and ``copy_`` bump it)."""
         tensors = [t for t in (self.h_qkv.weight, self.h_qkv.bias, self.l_q.weight, self.l_q.bias) if t is not None]
-        return tuple((t.data_ptr(), tensor_version(t), t.dtype, t.device) for t in tensors)
+        return tuple((storage_id(t), tensor_version(t), t.dtype, t.device) for t in tensors)
 
     def precompute_projections(self) -> None:
         """Build the concatenated ``[h_qkv | l_q]`` weight once (``visattn.fuse`` calls this for inference). In eager

@@ -58,7 +58,11 @@ class OutlookAttention(nn.Module):
         v = to_channels_first(self.v, tokens).view(B, nh, hd, H, W)  # (B, nh, hd, H, W)
         h, w = H, W
         centre = tokens
-        if s > 1:
+        if s > 1 and torch.compiler.is_compiling():  # ceil-mode pooling's shape rule puts a guard on H, W
+            centre = _ceil_pool(x, s)  # (B, h, w, C)
+            h, w = centre.shape[1:3]
+            centre = centre.reshape(B, h * w, C)  # (B, h*w, C)
+        elif s > 1:
             centre = F.avg_pool2d(x.permute(0, 3, 1, 2), s, s, ceil_mode=True).permute(0, 2, 3, 1)  # (B, h, w, C)
             h, w = centre.shape[1:3]  # the pool's own (symbolic) size: no guard when traced
             centre = centre.reshape(B, h * w, C)  # (B, h*w, C)
@@ -82,3 +86,14 @@ class OutlookAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, "
                 f"padding={self.padding}, stride={self.stride}, impl={self.impl!r}")
+
+
+def _ceil_pool(x: torch.Tensor, s: int) -> torch.Tensor:
+    """``avg_pool2d(x, s, s, ceil_mode=True)`` of a channels-last map, written for symbolic sizes: zero-pad to a
+    multiple of ``s`` and pool in floor mode (no ceil-mode shape rule, whose guard the exporter cannot prove), then
+    divide by the share of each cell that lies inside the map (the same pooling of a padded map of ones)."""
+    B, H, W, C = x.shape
+    pad = (0, (-W) % s, 0, (-H) % s)  # Python modulo: exported as ONNX Mod with Python semantics
+    sums = F.avg_pool2d(F.pad(x.permute(0, 3, 1, 2), pad), s, s)  # (B, C, h, w): cell sums / s^2
+    share = F.avg_pool2d(F.pad(x.new_ones(1, 1, H, W), pad), s, s)  # (1, 1, h, w): inside pixels / s^2
+    return (sums / share).permute(0, 2, 3, 1)  # (B, h, w, C)

@@ -29,7 +29,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.patch_size
         H, W = x.shape[2:]
-        if H % p or W % p or is_tracing():  # traced: pad unconditionally, no branch on H % 4
+        if is_tracing() or H % p or W % p:  # traced: pad unconditionally (tested first: no guard on H % 4)
             x = F.pad(x, (0, (-W) % p, 0, (-H) % p))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H/4, W/4, C)
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._modes import is_tracing, tensor_version
+from .._modes import is_tracing, storage_id, tensor_version
 from ..attention import ClassAttention, MultiHeadSelfAttention, OutlookAttention
 from ..blocks import Block, ClassBlock
 from ..layers import Downsample, Mlp
@@ -201,7 +201,7 @@ class VOLO(Backbone):
         version = tensor_version(pos)
         if version is None:  # an inference tensor (model built under inference_mode) keeps no version: no cache
             return resize_pos_embed(pos, size)
-        key = (size, version, pos.data_ptr(), pos.dtype, pos.device, torch.is_inference_mode_enabled())
+        key = (size, version, storage_id(pos), pos.dtype, pos.device, torch.is_inference_mode_enabled())
         cached = getattr(self, "_pos_cache", None)
         if cached is None or cached[0] != key:
             cached = self._pos_cache = (key, resize_pos_embed(pos.detach(), size))
