@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .. import _validate
 from .._modes import check, is_compiling, is_graph_exporting, records_grad, under_transform
-from ._buffers import dot_into
+from ._buffers import can_overwrite, dot_into
 from ._counting import counted
 from ._recompute import differentiable_grads
 
@@ -77,7 +77,11 @@ def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride:
         return outlook_aggregate((logits * scale).softmax(dim=-1), v, kernel_size, padding, stride, impl)
     if not records_grad(logits, v):
         ac = logits.permute(0, 1, 4, 5, 2, 3)  # (B, nh, k*k, k*k, h, w): softmax over a non-trailing axis
-        attn = (ac if scale == 1 else ac * scale).softmax(dim=3).permute(0, 1, 4, 5, 2, 3)
+        if can_overwrite(ac) and scale == 1:  # eager inference on fresh logits: the softmax in place
+            ac.sub_(ac.amax(dim=3, keepdim=True)).exp_()
+            attn = ac.div_(ac.sum(dim=3, keepdim=True)).permute(0, 1, 4, 5, 2, 3)
+        else:
+            attn = (ac if scale == 1 else ac * scale).softmax(dim=3).permute(0, 1, 4, 5, 2, 3)
         return outlook_aggregate(attn, v, kernel_size, padding, stride, impl)
     ks = _validate.positive_int("kernel_size", kernel_size)
     _check_shapes(logits, v, ks, _validate.positive_int("stride", stride))
@@ -207,15 +211,26 @@ def _windows(t, boxes):
 
 
 def _strided_forward(ac, vc, ks, p, s):
-    """Stride > 1: per window position, ``weights (k*k x k*k) @ window values (k*k x hd)`` as one batched matrix
-    product over all windows, then each window row added onto its strided place (the fold)."""
+    """Stride > 1: per window position, ``weights (k*k x k*k) @ window values (k*k x hd)`` as batched matrix products,
+    then each window row added onto its strided place (the fold). The window rows go in groups whose gathered
+    windows are no larger than the map itself: the windows and their products (each k*k/s^2 times the map) are the
+    largest tensors of the block, and holding them for the whole grid at once made VOLO's peak memory exceed
+    timm's (RESULTS.md 17)."""
     H, W = vc.shape[-2:]
     h, w = ac.shape[-2:]
     vp, boxes = _strided_views(vc, ks, p, s, h, w)
-    out = ac.permute(0, 1, 4, 5, 2, 3) @ _windows(vp, boxes)  # (B, nh, h, w, k*k, hd)
-    canvas = torch.zeros_like(vp)  # (B, nh, hd, H+p+k, W+p+k)
-    for m, (ys, xs) in enumerate(boxes):
-        canvas[..., ys, xs] += out[..., m, :].permute(0, 1, 4, 2, 3)  # (B, nh, hd, h, w)
+    canvas = None  # (B, nh, hd, H+p+k, W+p+k), allocated after the first products (a lower peak)
+    groups = max(1, -(-(h * w * ks * ks) // max(H * W, 1)))  # windows / map, rounded up: k*k/s^2 -> 3 for VOLO
+    step = max(1, -(-h // groups))  # window rows per group
+    for i0 in range(0, h, step):
+        i1 = min(i0 + step, h)
+        rows = [(slice(ys.start + i0 * s, ys.start + (i1 - 1) * s + 1, s), xs) for ys, xs in boxes]
+        out = ac[..., i0:i1, :].permute(0, 1, 4, 5, 2, 3) @ _windows(vp, rows)  # (B, nh, i1-i0, w, k*k, hd)
+        if canvas is None:
+            canvas = torch.zeros_like(vp)
+        for m, (ys, xs) in enumerate(rows):
+            canvas[..., ys, xs] += out[..., m, :].permute(0, 1, 4, 2, 3)  # (B, nh, hd, i1-i0, w)
+        del out
     return canvas[..., p:p + H, p:p + W]  # (B, nh, hd, H, W)
 
 

@@ -6,7 +6,9 @@ A family subclasses :class:`Backbone` and provides four pieces; the base class t
 * ``forward_stem(img)``: ``(B, 3, H, W)`` image -> channels-last map ``(B, H', W', C)``;
 * ``forward_stage(i, x, feature=True)``: run stage ``i``; returns ``(feature, next_input)``, where ``feature`` is
   the stage's map at its own resolution and ``next_input`` what the next stage receives (after any
-  merging/downsampling); with ``feature=False`` (classification) a family may skip producing the map.
+  merging/downsampling); with ``feature=False`` (classification) a family may skip producing the map. ``x`` comes
+  handed over in a one-element list (:func:`taken` unwraps it) so that the stage input can be freed as soon as the
+  stage's first block has used it (inference memory: as timm's single-frame loops do).
   The default runs ``Stage`` ``i`` of the ``ModuleList`` named by ``_stages_attr``;
 * ``forward_norm(x)``: the last stage's output -> the normalised representation the head pools
   (default: ``self.norm``);
@@ -73,7 +75,7 @@ class Backbone(nn.Module):
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward_stage(self, i: int, x: torch.Tensor, feature: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_stage(self, i: int, x, feature: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         stage = getattr(self, self._stages_attr)[i]
         feat = self.run_blocks(stage.blocks, x)
         return feat, (stage.downsample(feat) if hasattr(stage, "downsample") else feat)
@@ -86,9 +88,13 @@ class Backbone(nn.Module):
         return x if pre_logits else self.head(x)
 
     # ---- shared machinery ----------------------------------------------------------------------------
-    def run_blocks(self, blocks, x: torch.Tensor) -> torch.Tensor:
+    def run_blocks(self, blocks, x) -> torch.Tensor:
         """Run blocks in order, with activation checkpointing when enabled and gradients are on. The recomputation
-        in backward leaves BatchNorm statistics as the forward left them (they are updated once per step)."""
+        in backward leaves BatchNorm statistics as the forward left them (they are updated once per step).
+
+        ``x`` may be handed over in a one-element list (see :func:`handed`), which this empties: then no caller's
+        frame keeps the stage input alive while the blocks run, and it is freed once the first block is done."""
+        x = taken(x)
         for blk in blocks:
             x = self.run_block(blk, x)
         return x
@@ -130,10 +136,10 @@ class Backbone(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> the normalised output of the last stage, before pooling."""
         self.check_image(x)
-        x = self.forward_stem(x)
+        held = [self.forward_stem(x)]  # handed to each stage: this frame keeps no stage input alive
         for i in range(self.num_stages):
-            _, x = self.forward_stage(i, x, feature=False)
-        return self.forward_norm(x)
+            held = [self.forward_stage(i, held, feature=False)[1]]
+        return self.forward_norm(held.pop())
 
     def feature_indices(self, indices=None) -> tuple[int, ...]:
         """The levels of :attr:`feature_info` that ``indices`` asks for, timm's convention: None -> all, an int ``n``
@@ -151,15 +157,16 @@ class Backbone(nn.Module):
         self.check_image(x)
         pyramid = getattr(self, "pyramid", None)
         needed = set(pyramid.sources(take) if pyramid is not None else take)
-        x = self.forward_stem(x)
+        held = [self.forward_stem(x)]  # handed to each stage: this frame keeps no stage input alive
         raw = {}
         for i in range(self.num_stages if final else max(needed) + 1):
-            feat, x = self.forward_stage(i, x)
+            feat, nxt = self.forward_stage(i, held)
             if i in needed:
                 raw[i] = feat  # (B, H_i, W_i, C_i)
+            held, feat, nxt = [nxt], None, None
         # NCHW maps (B, C_j, H_j, W_j)
         maps = pyramid(raw, take) if pyramid is not None else [raw[i].permute(0, 3, 1, 2) for i in take]
-        return (self.forward_norm(x) if final else None), maps
+        return (self.forward_norm(held.pop()) if final else None), maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -205,6 +212,11 @@ class Backbone(nn.Module):
         """Replace the classifier by a fresh one for ``num_classes`` (0: no classifier, ``forward`` gives features)."""
         self.num_classes = _validate.positive_int("num_classes", num_classes, minimum=0)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def taken(x):
+    """The tensor of a stage input handed over as a one-element list (the list is emptied), or ``x`` itself."""
+    return x.pop() if isinstance(x, list) else x
 
 
 def take_indices(n: int, indices=None) -> tuple[int, ...]:

@@ -17,7 +17,7 @@ from .._modes import is_tracing, storage_id, tensor_version
 from ..attention import ClassAttention, MultiHeadSelfAttention, OutlookAttention
 from ..blocks import Block, ClassBlock
 from ..layers import Downsample, Mlp
-from ._base import Backbone
+from ._base import Backbone, taken
 from ._common import check_arguments, per_stage
 from ._pyramid import SimplePyramid
 from ._registry import Paper, register_model
@@ -211,10 +211,12 @@ class VOLO(Backbone):
         feat = None
         for idx in self._entries(i):
             if idx == self._pos_slot:
-                x = self._add_pos(x)
-            x = self.run_blocks(self.network[idx], x) if idx == self._stage_slots[i] else self.network[idx](x)
+                x = self._add_pos(taken(x))
             if idx == self._stage_slots[i]:
-                feat = x
+                held, x = (x if isinstance(x, list) else [x]), None  # handed over: freed after the first block
+                x = feat = self.run_blocks(self.network[idx], held)
+            else:
+                x = self.network[idx](taken(x))
         return feat, x
 
     def forward_norm(self, x):
