@@ -6,6 +6,7 @@ Every block maps a channels-last map ``(B, H, W, C)`` to the same shape, for any
 
 from . import functional
 from ._version import __version__
+from .app.weights import Trained, load_checkpoint
 from .attention import (
     CloAttention,
     HiLoAttention,
@@ -36,6 +37,7 @@ __all__ = [
     "OutlookAttention",
     "SpatialReductionAttention",
     "TokenSequence",
+    "Trained",
     "WindowAttention",
     "__version__",
     "count_macs",
@@ -46,6 +48,7 @@ __all__ = [
     "fuse",
     "list_blocks",
     "list_models",
+    "load_checkpoint",
     "load_official",
     "register_block",
     "register_model",

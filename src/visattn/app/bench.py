@@ -12,10 +12,10 @@ import torch
 from ..attention import list_blocks
 from ..models import list_models
 from . import cpu_bf16
-from .common import Progress, header, parse_ints, parse_list, parse_sizes, positive
+from .common import Progress, header, parse_ints, parse_list, parse_sizes, positive, threads, threads_arg
 from .report import add_ratios, machine_info, table, write_csv, write_json, write_plot
 from .runtimes import RUNTIMES
-from .timing import Case, measure_group
+from .timing import Case, machine_noise, measure_group
 
 
 def add_arguments(parser) -> None:
@@ -26,11 +26,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=parse_ints, default=[1, 8], help="batch sizes (default 1,8)")
     parser.add_argument("--dim", type=positive(int), default=64, help="channels (default 64)")
     parser.add_argument("--heads", type=positive(int), default=4, help="heads (default 4)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                        help="dtype of parameters and inputs (default float32)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--mode", choices=["fwd", "fwdbwd", "both"], default="both",
                         help="forward only, forward+backward, or both (default)")
-    parser.add_argument("--impl", choices=["fast", "reference", "both"], default="both")
+    parser.add_argument("--impl", choices=["fast", "reference", "both"], default="both",
+                        help="paths to time: the fast path, the official formulation (reference), or both (default)")
     parser.add_argument("--runtime", type=_runtimes, default=["eager"],
                         help="comma-separated runtimes of the fast path: eager (default), compile (torch.compile; "
                              "the first-call column holds the compile time), onnxruntime (forward only; needs the "
@@ -40,10 +42,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model-batch", type=parse_ints, help="backbone batch sizes (default 1,8 on CPU, 1,64 on GPU)")
     parser.add_argument("--peer", choices=["timm"], help="also time timm's implementation of the --models (VOLO "
                                                           "variants; same weights; needs timm)")
-    parser.add_argument("--warmup", type=positive(int, 0), default=2)
-    parser.add_argument("--repeat", type=positive(int), default=5)
+    parser.add_argument("--threads", type=threads_arg, default="auto",
+                        help="CPU threads: auto (default: the cores not busy at the start) or N")
+    parser.add_argument("--warmup", type=positive(int, 0), default=2, help="untimed calls per case first (default 2)")
+    parser.add_argument("--repeat", type=positive(int), default=5,
+                        help="timed round-robin rounds; the figure is their median (default 5)")
     parser.add_argument("--out", default="bench-out", help="folder for bench.csv, bench.json, bench.png")
-    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--no-plot", action="store_true", help="write no bench.png")
 
 
 def _runtimes(text: str) -> list[str]:
@@ -129,8 +134,15 @@ def run(args, parser) -> int:
             import onnxscript  # noqa: F401  (torch's ONNX exporter)
         except ImportError:
             parser.error("--runtime onnxruntime needs onnxruntime and onnxscript: pip install 'visattn[onnx]'")
+    with threads(args.threads):
+        return _run(args, device)
+
+
+def _run(args, device: str) -> int:
+    out = Path(args.out)
     groups = _groups(args, device)
     meta = machine_info(device)
+    meta["noise_before"] = machine_noise() if device == "cpu" else None
     print(header())
     print(f"device {device}, {args.dtype}; latency = median of {args.repeat} round-robin repeats after "
           f"{args.warmup} warm-up calls; peak = tensors allocated during one call; reference = the official "
@@ -149,6 +161,17 @@ def run(args, parser) -> int:
         progress.step(f"{c.name} {c.size[0]}x{c.size[1]} B{c.batch} {c.mode}")
     ok = add_ratios([r for r in rows if "error" not in r])
     print(table(ok))
+    if device == "cpu":
+        meta["noise_after"] = machine_noise()
+        noisy = [n for n in (meta["noise_before"], meta["noise_after"]) if n["noisy"]]
+        meta["noisy"] = bool(noisy)
+        for when, n in (("before", meta["noise_before"]), ("after", meta["noise_after"])):
+            print(f"machine {when}: load {n['load_1min']:.2f} on {n['cores']} cores, {n['threads']} threads, "
+                  f"calibration spread p75/p25 {n['calibration_spread']:.2f}")
+        if noisy:
+            print("WARNING: the machine was busy or noisy during this run (load above the idle cores, or the "
+                  "calibration spread above 1.15): ratios can move by 2x between runs; rerun on an idle machine "
+                  "or with --repeat raised")
     for r in rows:
         if "error" in r:
             print(f"{r['name']} {r['size'][0]}x{r['size'][1]} B{r['batch']} {r['mode']} {r['impl']}: {r['error']}")
@@ -158,7 +181,7 @@ def run(args, parser) -> int:
     written = ["bench.csv", "bench.json"]
     (out / "bench.png").unlink(missing_ok=True)  # never leave a plot of an earlier run beside these results
     if not args.no_plot:
-        if write_plot(ok, out / "bench.png"):
+        if write_plot(ok, out / "bench.png", noisy=meta.get("noisy", False)):
             written.append("bench.png")
         elif not any(r["kind"] == "block" for r in ok):
             print("(no plot: the plot shows blocks; this run timed backbones only)")

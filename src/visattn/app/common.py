@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import os
 import platform
 import sys
 import time
@@ -62,6 +64,45 @@ def positive(kind: Callable = int, minimum=1) -> Callable[[str], object]:
             raise argparse.ArgumentTypeError(f"expected a finite number >= {minimum}, got {text!r}")
         return value
     return convert
+
+
+def threads_arg(text: str):
+    """An argparse type: ``auto`` or a positive number of threads."""
+    return "auto" if text == "auto" else positive(int)(text)
+
+
+def choose_threads(requested="auto") -> int:
+    """CPU threads for PyTorch's intra-op work. ``auto``: the cores not already busy when the command starts
+    (the cores this process may use minus the 1-minute load average, shared among the ``torchrun`` processes of
+    this machine), at least 1; an ``OMP_NUM_THREADS`` set by the user wins. On a busy machine a thread more than the
+    idle cores makes every parallel region wait for a descheduled thread: training on 2 cores beside one CPU-bound
+    process took 2x as long with 2 threads as with 1 (benchmarks/RESULTS.md section 18)."""
+    if requested != "auto":
+        return int(requested)
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(cores, cores - busy) // local)
+
+
+def set_threads(requested="auto") -> int:
+    """Apply :func:`choose_threads`; returns the count."""
+    n = choose_threads(requested)
+    torch.set_num_threads(n)
+    return n
+
+
+@contextlib.contextmanager
+def threads(requested="auto"):
+    """:func:`set_threads` for a command's body; the previous count is restored afterwards (``main([...])`` called
+    in a long-lived process leaves it as it was)."""
+    before = torch.get_num_threads()
+    try:
+        yield set_threads(requested)
+    finally:
+        torch.set_num_threads(before)
 
 
 def fraction(text: str) -> float:

@@ -76,6 +76,37 @@ def digits(split: str, size: int = 32, holdout: float = 0.2) -> Digits:
     return Digits(images[keep], labels[keep], size)
 
 
+def read_image(image, size: int) -> torch.Tensor:
+    """An image file (or a ``PIL.Image``) as ``(3, size, size)`` floats in [0, 1], as training reads it: every mode
+    to RGB (high bit depths kept, non-finite samples made finite first), resized to ``size x size`` (bilinear, no
+    crop)."""
+    try:
+        from PIL import Image
+    except ImportError as err:
+        raise ImportError("reading images needs Pillow: pip install 'visattn[train]'") from err
+    img = image if isinstance(image, Image.Image) else Image.open(image)
+    try:
+        img.load()
+        if img.mode in ("F", "I") or img.mode.startswith("I;16"):  # high bit depth: keep the precision
+            scale = 1.0 if img.mode == "F" else 1.0 / 65535
+            w, h = img.size
+            x = torch.frombuffer(bytearray(img.convert("F").tobytes()), dtype=torch.float32).view(1, 1, h, w)
+            x = torch.nan_to_num(x * scale, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)  # finite first
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+            return x.expand(3, -1, -1).clone()  # (3, size, size)
+        rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
+        x = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    finally:
+        if img is not image:
+            img.close()
+    return x.view(size, size, 3).permute(2, 0, 1).float() / 255.0  # (3, size, size)
+
+
+def preprocess(image, size: int) -> torch.Tensor:
+    """An image as a trained model's input: :func:`read_image`, normalised as in training, ``(1, 3, size, size)``."""
+    return _normalise(read_image(image, size))[None]
+
+
 class ImageFolder(Dataset):
     """Images under ``root/<class>/``; classes are the sorted sub-folder names.
 
@@ -137,20 +168,7 @@ class ImageFolder(Dataset):
 
     def load(self, path: Path) -> torch.Tensor:
         """One image as ``(3, size, size)`` floats in [0, 1] (before normalisation)."""
-        with self._image.open(path) as img:
-            img.load()
-            if img.mode in ("F", "I") or img.mode.startswith("I;16"):  # high bit depth: keep the precision
-                scale = 1.0 if img.mode == "F" else 1.0 / 65535
-                w, h = img.size
-                img = img.convert("F")
-                x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.float32).view(1, 1, h, w)
-                x = torch.nan_to_num(x * scale, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)  # finite first
-                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                                  antialias=True)[0]  # (1, size, size)
-                return x.expand(3, -1, -1).clone()  # (3, size, size)
-            img = img.convert("RGB").resize((self.size, self.size), self._image.BILINEAR)
-            x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-        return x.view(self.size, self.size, 3).permute(2, 0, 1).float() / 255.0  # (3, size, size)
+        return read_image(path, self.size)
 
     def __getitem__(self, i: int):
         for attempt in range(len(self.samples)):

@@ -127,12 +127,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dim", type=positive(int), default=64, help="block channels (default 64)")
     parser.add_argument("--heads", type=positive(int), default=4, help="block heads (default 4)")
     parser.add_argument("--size", type=parse_size, default=(56, 56), help="export example size HxW (default 56x56)")
-    parser.add_argument("--batch", type=positive(int), default=2)
+    parser.add_argument("--batch", type=positive(int), default=2, help="batch of the export example (default 2)")
     parser.add_argument("--output", required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 18-23 (default 18)")
     parser.add_argument("--verify", type=parse_sizes, help="sizes to check with onnxruntime, e.g. 40x48,72x56 "
                                                            "(default: three)")
-    parser.add_argument("--no-verify", action="store_true")
+    parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check (keeps the file as is)")
     parser.add_argument("--no-optimize", action="store_true",
                         help="skip the ONNX graph optimiser (on by default: ~5x fewer nodes for a second or two)")
     parser.add_argument("--tolerance", type=positive(float, 0.0), default=1e-4,

@@ -78,7 +78,7 @@ def write_json(rows: list[dict], meta: dict, path: Path) -> None:
     path.write_text(json.dumps(dict(machine=meta, results=rows), indent=1, default=str))
 
 
-def write_plot(rows: list[dict], path: Path) -> bool:
+def write_plot(rows: list[dict], path: Path, noisy: bool = False) -> bool:
     """What a reader compares: the speed-up of the fast path over the reference (with the p25-p75 spread of the
     ratio as error bars) and the peak-memory ratio, one bar per block x size, one colour per batch size; columns
     forward / forward+backward. Returns False without matplotlib or without block rows with both paths."""
@@ -121,10 +121,17 @@ def write_plot(rows: list[dict], path: Path) -> bool:
             ax.set_title(f"{'forward' if mode == 'fwd' else 'forward + backward'}", fontsize=9)
             ax.grid(True, axis="y", alpha=0.3)
             if key == "speedup":
-                ax.set_ylim(bottom=0)
+                tops = sorted(r["speedup_hi"] for r in rows if r["mode"] == mode and r.get("speedup_hi"))
+                if tops:  # one wild error bar must not flatten every bar: clip the axis at ~the 95th percentile
+                    cap = tops[min(len(tops) - 1, int(0.95 * len(tops)))] * 1.3
+                    ax.set_ylim(0, max(cap, max(r["speedup"] for r in rows if r["mode"] == mode) * 1.1, 1.2))
+                else:
+                    ax.set_ylim(bottom=0)
     axes[0][0].legend(fontsize=8, frameon=False)
-    fig.suptitle("visattn: fast path vs the official formulation (above 1: faster / below 1: less memory)",
-                 fontsize=10)
+    title = "visattn: fast path vs the official formulation (above 1: faster / below 1: less memory)"
+    if noisy:
+        title += "\nWARNING: measured on a busy or noisy machine; ratios are unreliable"
+    fig.suptitle(title, fontsize=10, color="firebrick" if noisy else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True

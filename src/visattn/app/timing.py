@@ -63,6 +63,27 @@ class Case:
         return self.impl if self.runtime == "eager" else f"{self.impl}/{self.runtime}"
 
 
+NOISY_SPREAD = 1.15  # calibration p75/p25 above this: the machine's timings move too much for tight ratios
+
+
+def machine_noise(repeat: int = 9) -> dict:
+    """How quiet the machine is now: the 1-minute load average against the cores, and the spread (p75 / p25) of a
+    fixed calibration workload (matrix products sized for ~5 ms) timed ``repeat`` times. Ratios measured while the
+    spread is large or other processes keep the cores busy can move by 2x between runs."""
+    import os
+
+    a = torch.randn(384, 384)
+    times = time_call(lambda: [a @ a for _ in range(8)], warmup=2, repeat=repeat)
+    q = statistics.quantiles(times, n=4, method="inclusive")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    spread = q[2] / q[0] if q[0] > 0 else 1.0
+    busy = load > max(cores - torch.get_num_threads(), 0) + 0.5
+    return dict(load_1min=round(load, 2), cores=cores, threads=torch.get_num_threads(),
+                calibration_ms=round(1e3 * statistics.median(times), 3), calibration_spread=round(spread, 3),
+                noisy=bool(spread > NOISY_SPREAD or busy))
+
+
 def timm_peer(name: str, size: int) -> nn.Module:
     """timm's implementation of a visattn VOLO variant at ``size`` px, holding the weights of visattn's (so both
     compute the same outputs). Needs timm (the integration environment)."""

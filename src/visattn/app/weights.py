@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..checkpoint import LoadReport, load_file, load_official
@@ -25,6 +26,45 @@ class Loaded:
     classes: list[str] | None = None
     report: LoadReport | None = None
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Trained:
+    """A model trained by ``visattn train``, in eval mode, with what preparing its input needs (see
+    :func:`load_checkpoint`)."""
+
+    model: nn.Module
+    name: str
+    classes: list[str]
+    input_size: int
+
+    def preprocess(self, image) -> torch.Tensor:
+        """An image file, path or ``PIL.Image`` as this model's input ``(1, 3, S, S)``: RGB, resized to the training
+        size, normalised as in training."""
+        from .data import preprocess
+
+        return preprocess(image, self.input_size)
+
+    @torch.no_grad()
+    def predict(self, image, topk: int = 1) -> list[tuple[str, float]]:
+        """The ``topk`` classes of ``image`` with their probabilities, most likely first."""
+        probs = self.model(self.preprocess(image)).softmax(dim=-1)[0]
+        values, indices = probs.topk(min(topk, len(probs)))
+        return [(self.classes[i], float(v)) for v, i in zip(values, indices.tolist(), strict=True)]
+
+
+def load_checkpoint(path, ema: bool = False) -> Trained:
+    """The model of a ``visattn train`` checkpoint (``runs/x/checkpoint.pt``), rebuilt from the architecture and
+    arguments the checkpoint records, with its weights (the EMA weights with ``ema``), in eval mode; its class names
+    (the image folder's, or ``"0"`` ... ``"9"`` for the bundled digits) and input size. ``.preprocess(image)`` and
+    ``.predict(image)`` prepare and classify an image as training read them."""
+    loaded = load_model(path, use_ema=ema)
+    if loaded.source != "training":
+        raise ValueError(f"{path} is not a visattn training checkpoint; for official weights use "
+                         f"visattn.create_model(name, pretrained=path)")
+    n = loaded.model.num_classes
+    classes = list(loaded.classes) if loaded.classes else [str(i) for i in range(n)]
+    return Trained(loaded.model, loaded.name, classes, loaded.size or 32)
 
 
 def is_training_checkpoint(obj) -> bool:

@@ -13,7 +13,7 @@ import sys
 import torch
 
 from .. import cpu_bf16
-from ..common import exit_code
+from ..common import exit_code, threads
 from .config import TrainConfig, add_arguments, config_from_args
 from .loop import Interrupted, train
 
@@ -26,7 +26,8 @@ def run(args, parser) -> int:
         on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
         cpu_bf16.guard(cfg.amp == "bf16", "cpu" if on_cpu else "cuda", "train")
         try:
-            train(cfg)
+            with threads(cfg.threads):  # auto: the idle cores, read when the command starts
+                train(cfg)
         except Interrupted as stop:
             print(f"visattn train: {stop}; stopping (continue with --resume)", file=sys.stderr, flush=True)
             return 128 + stop.signum

@@ -46,6 +46,8 @@ class TrainConfig:
     ema: float = field(default=0.0, metadata=_flag("EMA decay in [0, 1), e.g. 0.999 (0: off)"))
     seed: int = field(default=0, metadata=_flag("seed of weights, data order and dropout (default 0)"))
     workers: int = field(default=0, metadata=_flag("data-loader worker processes (default 0)"))
+    threads: str = field(default="auto", metadata=_flag(
+        "CPU threads: auto (default: the cores not busy at the start, shared among torchrun processes) or N"))
     device: str = field(default="auto", metadata=_flag("cpu, cuda or auto (default)"))
     quiet: bool = field(default=False, metadata=_flag("no progress bar or per-epoch lines"))
     log_steps: int = field(default=20, metadata=_flag("log the first N steps' losses to steps.jsonl (default 20)"))
@@ -82,6 +84,8 @@ class TrainConfig:
                 raise ValueError(f"--set {key}=... is not for training: it is {why}; drop it")
         if self.pretrained is not None and not Path(self.pretrained).is_file():
             raise FileNotFoundError(f"--pretrained: no checkpoint at {self.pretrained}")
+        if self.threads != "auto" and not (str(self.threads).isdigit() and int(self.threads) >= 1):
+            raise ValueError(f"--threads must be auto or a positive number, got {self.threads!r}")
         if self.resume and self.overwrite:
             raise ValueError("--resume continues a run and --overwrite discards it; pass one of them")
 

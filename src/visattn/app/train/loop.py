@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ...checkpoint import load_file, load_official, save_checkpoint
 from ...models import create_model
 from .. import data as datasets
-from ..common import Progress
-from .config import TrainConfig
+from ..common import Progress, set_threads
+from .config import DEFAULT_OVERRIDES, TrainConfig
 from .optim import ModelEMA, adamw, warmup_cosine
 from .runtime import Runtime
 from .state import RunFolder, rng_state, set_rng_state
@@ -96,7 +96,12 @@ def describe_pretrained(report, source, n_classes: int) -> str:
 def train(cfg: TrainConfig) -> dict:
     """Run training; returns the final metrics (rank 0's view). Raises :class:`Interrupted` after a signal."""
     cfg.check()
+    # "auto" reads the load average, which a long-lived caller of train() is part of: the command applies it (in a
+    # fresh process); here only an explicit count is applied
+    threads = set_threads(cfg.threads) if cfg.threads != "auto" else torch.get_num_threads()
     rt = Runtime(cfg.device)
+    if rt.main and not cfg.quiet:
+        print(f"{threads} CPU thread{'s' if threads > 1 else ''} ({cfg.threads})", flush=True)
     folder = None
     try:
         if cfg.batch_size % rt.world:
@@ -158,7 +163,16 @@ def _train(cfg: TrainConfig, rt: Runtime, folder: RunFolder | None = None) -> di
     model = create_model(cfg.model_name(), num_classes=n_classes, **cfg.model_overrides())
     resuming = cfg.resume and ckpt_path.exists()
     if cfg.pretrained and not resuming:  # fine-tuning: start from the official weights
-        report = load_official(model, cfg.pretrained)
+        try:
+            report = load_official(model, cfg.pretrained)
+        except ValueError as err:
+            if "does not fit" not in str(err) and "shape mismatch" not in str(err):
+                raise
+            which = (f"--model {cfg.model}" if cfg.model else f"the default model ({cfg.model_name()} reduced by "
+                     f"{DEFAULT_OVERRIDES})")
+            raise ValueError(f"--pretrained {cfg.pretrained} does not fit {which}: {err}. Pass --model with the "
+                             f"checkpoint's variant (e.g. --model volo_d1 for d1_224_84.2.pth.tar) and no --set that "
+                             f"changes its widths") from None
         if rt.main and not cfg.quiet:
             print(describe_pretrained(report, cfg.pretrained, n_classes), flush=True)
     model = model.to(rt.device)
