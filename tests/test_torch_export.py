@@ -59,6 +59,7 @@ def test_families_export_with_named_dims(name):
                        [torch.randn(1, 3, 64, 80), torch.randn(3, 3, 130, 97)])
 
 
+@pytest.mark.slow  # ~30 s: the named-Dim family tests above run by default
 @pytest.mark.parametrize("name", ["litv2_s", "cloformer_xxs"])
 def test_families_export_with_auto_dims(name):
     """Dim.AUTO ranges start at 2 for these two (a reshape's guard excludes batch 1: export at batch 1 to serve it)."""
