@@ -176,9 +176,11 @@ def test_register_model_adds_a_variant_row():
         visattn.register_model("test_bad", torch.nn.Linear, {})
 
 
-def test_pretrained_true_says_nothing_is_downloaded():
-    with pytest.raises(ValueError, match="downloads nothing.*pretrained='path/to/volo_d1.pth'"):
-        visattn.create_model("volo_d1", pretrained=True)
+def test_pretrained_true_without_published_weights_says_why():
+    with pytest.raises(ValueError, match="not published CloFormer checkpoints.*pretrained='path/to/file'"):
+        visattn.create_model("cloformer_xxs", pretrained=True)  # nothing to fetch: says why, downloads nothing
+    with pytest.raises(ValueError, match="Google Drive folder.*pass its path"):
+        visattn.create_model("dilateformer_tiny", pretrained=True)
 
 
 @pytest.mark.parametrize("name", ["litv2_s", "cloformer_xxs", "dilateformer_tiny"])

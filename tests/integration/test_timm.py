@@ -150,3 +150,29 @@ def test_volo_inference_memory_at_or_below_timms(name, size, batch):
                 model(x)
         peaks.append(mem.peak)
     assert peaks[1] <= peaks[0], [p / 2 ** 20 for p in peaks]
+
+
+def test_timm_pretrained_true_fetches_through_visattn(tmp_path, monkeypatch):
+    """timm's pretrained=True for a visattn name fetches the official file through visattn.hub (a loopback mirror
+    here) and loads it; a variant without published weights says where to get them."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from test_hub import Server, checkpoint_bytes
+
+    server = Server()
+    try:
+        monkeypatch.setenv("VISATTN_WEIGHTS_MIRROR", server.url)
+        monkeypatch.setenv("VISATTN_CACHE_DIR", str(tmp_path / "cache"))
+        data, state = checkpoint_bytes("volo_d1")
+        server.files["d1_224_84.2.pth.tar"] = data
+        from tiny_models import tiny_config
+
+        model = timm.create_model("visattn_volo_d1", pretrained=True, **tiny_config("volo_d1"))
+        assert torch.equal(model.state_dict()["pos_embed"], state["pos_embed"])
+        assert server.requests == ["d1_224_84.2.pth.tar"]
+        with pytest.raises(ValueError, match="not published CloFormer checkpoints"):
+            timm.create_model("visattn_cloformer_xxs", pretrained=True)
+    finally:
+        server.close()

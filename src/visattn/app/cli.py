@@ -3,7 +3,8 @@
 ``visattn`` (or ``visattn blocks``) prints every paper block's parameters, MACs and forward latency;
 ``visattn bench`` runs the benchmark sweep (fast path beside the official formulation; table, CSV, JSON, PNG);
 ``visattn models`` prints the backbone table (parameters and MACs beside the papers' figures);
-``visattn train`` / ``eval`` / ``export`` train a backbone, score a checkpoint, and export to ONNX.
+``visattn train`` / ``eval`` / ``export`` train a backbone, score a checkpoint, and export to ONNX;
+``visattn weights`` lists the official weights (and fetches one with ``--fetch NAME``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import sys
 
 from .._version import __version__
-from . import bench, evaluate, export, summary, train, zoo
+from . import bench, evaluate, export, pretrained, summary, train, zoo
 
 COMMANDS = (
     ("blocks", summary, "parameters, MACs and latency of each block (the default command)"),
@@ -21,6 +22,7 @@ COMMANDS = (
     ("train", train, "train a backbone (torchrun for several processes)"),
     ("eval", evaluate, "top-1 of a checkpoint"),
     ("export", export, "ONNX export with dynamic batch/size, checked by onnxruntime"),
+    ("weights", pretrained, "official weights of every variant: location, licence, top-1, cached or not"),
 )
 
 

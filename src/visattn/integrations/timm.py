@@ -6,9 +6,10 @@ out_indices=(1, 3), pretrained=True, pretrained_cfg_overlay=dict(file="official.
 ``timm.data.resolve_data_config({}, model=model)``, ``timm.data.create_transform(**config)``, timm's optimisers,
 losses and training / validation loops. Each variant carries a pretrained config timm's tools read (input size,
 interpolation, crop, mean/std, class count, first conv, classifier, paper, license where the official repository
-states one; VOLO's are taken from timm's own VOLO entries). Nothing is downloaded: the configs name no URL, so
-``pretrained=True`` needs ``pretrained_cfg_overlay=dict(file=...)`` with an official or timm checkpoint, which is
-read through visattn's own unwrapping (VOLO adopts the checkpoint's position-embedding grid).
+states one; VOLO's are taken from timm's own VOLO entries). ``pretrained=True`` fetches the official weights through
+:func:`visattn.hub.fetch` (visattn's cache, offline switch and checks; variants without published weights say
+where to get them); ``pretrained_cfg_overlay=dict(file=...)`` takes any official or timm checkpoint instead. Files
+are read through visattn's own unwrapping (VOLO adopts the checkpoint's position-embedding grid).
 
 Feature extraction is timm's ``getter`` wrapper around the model's ``forward_intermediates``: any input size, the
 maps in the order of ``out_indices``; without ``out_indices`` every level once, at strides 4, 8, 16, 32 (VOLO through
@@ -23,6 +24,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, get_pretrained_cfg, is_model, model_entrypoint, register_model
 
 from ..checkpoint import strip_prefixes, unwrap
+from ..hub import WEIGHTS, fetch
 from ..models import list_models, model_spec
 from ..models._registry import family_arguments
 
@@ -87,7 +89,9 @@ def pretrained_cfg(name: str) -> dict:
     spec = model_spec(name)
     first_conv, classifier, crop, paper, license_ = FAMILIES[spec.family.__name__]
     size = spec.paper.resolution if spec.paper else 224
-    cfg = dict(url="", num_classes=1000, input_size=(3, size, size), pool_size=None, crop_pct=crop,
+    published = WEIGHTS.get(name)
+    url = (published.url or "") if published else ""  # informational: pretrained=True fetches through visattn.hub
+    cfg = dict(url=url, num_classes=1000, input_size=(3, size, size), pool_size=None, crop_pct=crop,
                interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv=first_conv,
                classifier=classifier, paper_ids=paper, license=license_, origin_url="visattn")
     if spec.family.__name__ == "VOLO":  # timm carries the official VOLO evaluation settings: use them
@@ -109,6 +113,11 @@ def _entrypoint(name: str):
                              f"output_stride={output_stride} (dilated last stages, as DeepLabV3 / DeepLabV3+ / PAN "
                              f"ask for) is not offered. Use a decoder that takes a 4-8-16-32 pyramid: Unet, FPN, "
                              f"UPerNet, Segformer, Linknet, MAnet, UnetPlusPlus")
+        overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+        if pretrained and not (overlay.get("file") or overlay.get("url") or overlay.get("hf_hub_id")):
+            overlay["file"] = str(fetch(name))  # the official weights, through visattn's cache and checks
+        if overlay:
+            kwargs["pretrained_cfg_overlay"] = overlay
         if kwargs.get("features_only") and "feature_pyramid" in family_arguments(spec.family):
             kwargs.setdefault("feature_pyramid", True)  # decoders expect strides 4, 8, 16, 32
         # out_indices=None: every level once (timm's builder would otherwise ask for 0..4)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..checkpoint import load_official
+from ..hub import fetch
 from ._base import Backbone
 from ._features import FeatureExtractor
 
@@ -83,9 +84,10 @@ def create_model(name: str, pretrained=None, features_only: bool = False, out_in
 
     Args:
         name: one of :func:`list_models`.
-        pretrained: path (``.pth``/``.pth.tar``/``.safetensors``) or state dict of an official checkpoint, loaded
-            with :func:`visattn.load_official` (position embeddings adopted, a head of another class count dropped).
-            Nothing is downloaded: ``pretrained=True`` is refused.
+        pretrained: ``True`` for the variant's official weights (fetched once into the cache, see
+            :mod:`visattn.hub`), or the path (``.pth``/``.pth.tar``/``.safetensors``) or state dict of a checkpoint;
+            loaded with :func:`visattn.load_official` (strict; position embeddings adopted, a head of another class
+            count dropped). Nothing is downloaded unless ``pretrained=True``.
         features_only: return a :class:`FeatureExtractor` whose ``forward`` gives NCHW maps at strides 4, 8, 16, 32
             (the stage maps; VOLO's through a feature pyramid, ``feature_pyramid=False`` gives its stage maps).
         out_indices: levels a feature extractor returns, in that order (default: all; an int ``n``: the last
@@ -101,10 +103,10 @@ def create_model(name: str, pretrained=None, features_only: bool = False, out_in
         raise ValueError(f"{name} does not take {unknown}; its arguments are: {', '.join(allowed)}")
     if out_indices is not None and not features_only:
         raise ValueError("out_indices only applies with features_only=True")
-    if isinstance(pretrained, bool):
-        raise ValueError(f"pretrained={pretrained} is not supported: visattn downloads nothing. Pass the path of an "
-                         f"official checkpoint (.pth/.pth.tar/.safetensors) or a state dict, e.g. "
-                         f"create_model({name!r}, pretrained='path/to/{name}.pth')")
+    if pretrained is False:
+        pretrained = None
+    if pretrained is True:
+        pretrained = fetch(name)  # before building: a variant without published weights says so at once
     if features_only and "feature_pyramid" in allowed:
         overrides.setdefault("feature_pyramid", True)  # decoders expect strides 4, 8, 16, 32
     model = spec.family(**{**spec.config, **overrides})

@@ -7,6 +7,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
+from ...hub import WEIGHTS
 from ...models import list_models
 from ..common import parse_overrides
 
@@ -22,7 +23,7 @@ def _flag(help: str, **argparse_kwargs):
 @dataclass
 class TrainConfig:
     model: str | None = field(default=None, metadata=_flag(
-        f"model name (default: {DEFAULT_MODEL} reduced by {DEFAULT_OVERRIDES})"))
+        f"model name (default: the --pretrained variant, else {DEFAULT_MODEL} reduced by {DEFAULT_OVERRIDES})"))
     overrides: dict = field(default_factory=dict, metadata=_flag(
         'model constructor override, e.g. --set embed_dim=32 --set "depths=(1,1,1,1)"', flag="--set",
         action="append", metavar="KEY=VALUE"))
@@ -30,8 +31,9 @@ class TrainConfig:
     batch_size: int = field(default=64, metadata=_flag("global batch, split across processes (default 64)"))
     output: str = field(default="runs/visattn", metadata=_flag("folder for checkpoint.pt and metrics.jsonl"))
     pretrained: str | None = field(default=None, metadata=_flag(
-        "official (or timm) checkpoint to fine-tune from: loaded with visattn.load_official, a classifier of "
-        "another class count re-initialised"))
+        "weights to fine-tune from: a checkpoint file (official or timm), or a variant name whose official weights "
+        "are fetched (visattn weights lists them); loaded with visattn.load_official, a classifier of another class "
+        "count re-initialised"))
     data: str | None = field(default=None, metadata=_flag(
         "image folder root with train/ and val/ (default: bundled digits)"))
     resume: bool = field(default=False, metadata=_flag("continue from OUTPUT/checkpoint.pt"))
@@ -52,11 +54,17 @@ class TrainConfig:
     quiet: bool = field(default=False, metadata=_flag("no progress bar or per-epoch lines"))
     log_steps: int = field(default=20, metadata=_flag("log the first N steps' losses to steps.jsonl (default 20)"))
 
+    def pretrained_variant(self) -> str | None:
+        """The variant named by ``--pretrained`` (its official weights are fetched), or None for a file."""
+        p = self.pretrained
+        return p if p is not None and p in WEIGHTS and not Path(p).is_file() else None
+
     def model_name(self) -> str:
-        return self.model or DEFAULT_MODEL
+        return self.model or self.pretrained_variant() or DEFAULT_MODEL
 
     def model_overrides(self) -> dict:
-        return self.overrides if self.model else {**DEFAULT_OVERRIDES, **self.overrides}
+        full = self.model or self.pretrained_variant()  # the variant as published, not the reduced default
+        return self.overrides if full else {**DEFAULT_OVERRIDES, **self.overrides}
 
     def input_size(self) -> int:
         return self.size or (32 if self.data is None else 224)
@@ -82,8 +90,9 @@ class TrainConfig:
         for key, why in (("num_classes", "the data set's class count"), ("in_chans", "3 (images are read as RGB)")):
             if key in self.overrides:
                 raise ValueError(f"--set {key}=... is not for training: it is {why}; drop it")
-        if self.pretrained is not None and not Path(self.pretrained).is_file():
-            raise FileNotFoundError(f"--pretrained: no checkpoint at {self.pretrained}")
+        if self.pretrained is not None and not Path(self.pretrained).is_file() and self.pretrained not in WEIGHTS:
+            raise FileNotFoundError(f"--pretrained: no checkpoint at {self.pretrained}, and no variant of that name "
+                                    f"has official weights (visattn weights lists them)")
         if self.threads != "auto" and not (str(self.threads).isdigit() and int(self.threads) >= 1):
             raise ValueError(f"--threads must be auto or a positive number, got {self.threads!r}")
         if self.resume and self.overwrite:

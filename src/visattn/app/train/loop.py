@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ...checkpoint import load_file, load_official, save_checkpoint
+from ...hub import fetch
 from ...models import create_model
 from .. import data as datasets
 from ..common import Progress, set_threads
@@ -163,8 +164,9 @@ def _train(cfg: TrainConfig, rt: Runtime, folder: RunFolder | None = None) -> di
     model = create_model(cfg.model_name(), num_classes=n_classes, **cfg.model_overrides())
     resuming = cfg.resume and ckpt_path.exists()
     if cfg.pretrained and not resuming:  # fine-tuning: start from the official weights
+        source = cfg.pretrained if Path(cfg.pretrained).is_file() else fetch(cfg.pretrained)  # a path, or a name
         try:
-            report = load_official(model, cfg.pretrained)
+            report = load_official(model, source)
         except ValueError as err:
             if "does not fit" not in str(err) and "shape mismatch" not in str(err):
                 raise
