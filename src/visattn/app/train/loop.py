@@ -127,6 +127,16 @@ _RESUME_FIXED = ("batch_size", "seed", "lr", "weight_decay", "warmup_epochs", "l
                  "ema", "data", "size", "pretrained")
 
 
+def _canonical_grad_strides(model: nn.Module) -> None:
+    """Depthwise-conv weight gradients come back from the CPU kernels with another stride on their size-1
+    dimension (the same memory): DDP's reducer compares strides literally and warns at every step ("Grad strides do
+    not match bucket view strides"). Those few gradients are re-strided to the parameter's layout as they arrive."""
+    for p in model.parameters():
+        if p.requires_grad and 1 in p.shape and p.dim() > 1:
+            p.register_hook(lambda g, p=p: g if g.stride() == p.stride()
+                            else g.clone(memory_format=torch.contiguous_format))
+
+
 def _check_resume(stored: dict, cfg: TrainConfig, done_epochs: int) -> None:
     differ = [f"--{k.replace('_', '-')} {stored[k]!r} (now {getattr(cfg, k)!r})" for k in _RESUME_FIXED
               if k in stored and stored[k] != getattr(cfg, k) and not (k == "pretrained" and cfg.pretrained is None)]
@@ -219,6 +229,8 @@ def _train(cfg: TrainConfig, rt: Runtime, folder: RunFolder | None = None) -> di
             print(f"resumed from {ckpt_path}: epoch {start_epoch}, step {skip} of {steps_per_epoch}", flush=True)
     elif cfg.resume and rt.main and not cfg.quiet:
         print(f"--resume: no checkpoint at {ckpt_path}, starting from scratch", flush=True)
+    if rt.distributed:
+        _canonical_grad_strides(model)
     ddp = nn.parallel.DistributedDataParallel(model) if rt.distributed else model
 
     def checkpoint(epoch: int, step_in_epoch: int) -> None:
