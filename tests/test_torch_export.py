@@ -2,10 +2,9 @@
 ranges on batch, height and width, and ``Dim.AUTO``. The exported program is run at sizes other than the example and
 compared with eager.
 
-Named ranges work for MSDA, outlook attention (strided too), MHSA and SRA and for DilateFormer and VOLO. HiLo, window
-attention and CloAttention (hence LITv2 and CloFormer) export with ``Dim.AUTO`` only: the reshapes of their window
-and pooling grids leave guards on products of floor divisions that the exporter cannot prove over a user's range
-(``xfail`` below, strict: the day they export, the test says so)."""
+Every block and family exports with named ranges. Windowed blocks (HiLo, window attention, CloAttention's pooled
+group) need ranges that keep a side at least one window long (``Dim("h", min=ws)``); below that torch.export
+specialises the one-window case and names the range to use instead."""
 
 import pytest
 import torch
@@ -14,8 +13,7 @@ from torch.export import Dim
 
 import visattn
 
-NAMED_BLOCKS = ["dilated", "outlook", "outlook_s2", "mhsa", "sra"]
-AUTO_ONLY_BLOCKS = ["hilo", "clo", "window", "hilo_lit"]
+BLOCKS = visattn.list_blocks() + ["outlook_s2"]  # every registered block, and outlook with stride 2
 
 
 def block(name):
@@ -36,23 +34,20 @@ def named_block_dims():
     return {0: Dim("b", min=1, max=16), 1: Dim("h", min=16, max=128), 2: Dim("w", min=16, max=128)}
 
 
-@pytest.mark.parametrize("name", NAMED_BLOCKS + [pytest.param(n, marks=[pytest.mark.slow, pytest.mark.xfail(
-    strict=True, reason="guards on window / pooling grids")]) for n in AUTO_ONLY_BLOCKS])
+@pytest.mark.parametrize("name", BLOCKS)
 def test_blocks_export_with_named_dims(name):
     export_and_compare(block(name), torch.randn(2, 20, 24, 32), named_block_dims(),
                        [torch.randn(1, 17, 31, 32), torch.randn(3, 64, 40, 32)])
 
 
-@pytest.mark.parametrize("name", NAMED_BLOCKS + AUTO_ONLY_BLOCKS)
+@pytest.mark.parametrize("name", BLOCKS)
 def test_blocks_export_with_auto_dims(name):
     """Dim.AUTO ranges start at 2 for some (torch.export's 0/1 specialisation): batch 1 needs an export of its own."""
     export_and_compare(block(name), torch.randn(2, 20, 24, 32), {0: Dim.AUTO, 1: Dim.AUTO, 2: Dim.AUTO},
                        [torch.randn(2, 17, 31, 32), torch.randn(3, 33, 9, 32)])
 
 
-@pytest.mark.parametrize("name", ["dilateformer_tiny", "volo_d1"] + [
-    pytest.param(n, marks=[pytest.mark.slow, pytest.mark.xfail(strict=True, reason="HiLo / CloAttention grids")])
-    for n in ("litv2_s", "cloformer_xxs")])
+@pytest.mark.parametrize("name", ["dilateformer_tiny", "volo_d1", "litv2_s", "cloformer_xxs"])
 def test_families_export_with_named_dims(name):
     dims = {0: Dim("b", min=1, max=8), 2: Dim("h", min=64, max=512), 3: Dim("w", min=64, max=512)}
     export_and_compare(tiny(name).eval(), torch.randn(2, 3, 96, 128), dims,

@@ -94,6 +94,16 @@ def check(condition, message: str, error: type[Exception] = ValueError) -> None:
         raise error(message)
 
 
+def round_up(n, multiple: int):
+    """``n`` rounded up to a multiple of ``multiple``, written as ``ceil(n / m) * m`` so that, for a symbolic ``n``
+    (``torch.export`` with named ``Dim`` ranges), the result is visibly a positive multiple: ``round_up(H, ws) // ws``
+    and ``% ws`` then simplify, where ``H + (-H) % ws`` leaves guards on floor divisions no range can prove."""
+    count = (n + multiple - 1) // multiple
+    if isinstance(n, torch.SymInt):  # a count the solver knows is >= 1: reshapes of (count, ws) need count > 0
+        count = torch.sym_max(1, count)
+    return count * multiple
+
+
 def crop_hw(t: torch.Tensor, H, W) -> torch.Tensor:
     """``t[..., :H, :W, :]`` of a ``(..., Hp, Wp, C)`` tensor with ``H <= Hp``, ``W <= Wp``. Traced by dynamo, a
     negative pad instead of a slice: a slice makes the exporter compare ``H`` with ``Hp``, a guard it cannot always

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from .._modes import crop_hw, is_tracing
+from .._modes import crop_hw, is_tracing, round_up
 from ..functional import attention, window_attention
 from ._common import dropout_p, setup_heads
 
@@ -37,8 +37,8 @@ class WindowAttention(nn.Module):
         _validate.channels_last_map(x, self.dim, type(self).__name__)
         B, H, W, C = x.shape
         ws = self.window_size
-        pad_h, pad_w = (-H) % ws, (-W) % ws
-        Hp, Wp = H + pad_h, W + pad_w
+        Hp, Wp = round_up(H, ws), round_up(W, ws)
+        pad_h, pad_w = Hp - H, Wp - W
         # traced: pad unconditionally, no branch on H % ws
         xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if is_tracing() or pad_h or pad_w else x  # (B, Hp, Wp, C)
         qkv = self.qkv(xp).reshape(B, Hp, Wp, 3, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .. import _validate
 from .._modes import crop_hw, plain
@@ -113,7 +114,9 @@ class CloAttention(nn.Module):
         q = q.reshape(B, H * W, gh, hd).transpose(1, 2)  # (B, gh, N, hd)
         pooled = x
         if ws > 1 and torch.compiler.is_compiling():  # symbolic H, W (export, compile): no guard on H >= ws
-            kh, kw = torch.sym_min(ws, H), torch.sym_min(ws, W)
+            # a named Dim range that keeps H >= ws gives the kernel ws itself (a sym_min leaves reshape guards)
+            kh = ws if statically_known_true(ws <= H) else torch.sym_min(ws, H)
+            kw = ws if statically_known_true(ws <= W) else torch.sym_min(ws, W)
             h2, w2 = H // kh, W // kw
             pooled = crop_hw(x, h2 * kh, w2 * kw).reshape(B, h2, kh, w2, kw, C).mean(dim=(2, 4))  # (B, H', W', C)
         elif ws > 1:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from .._modes import crop_hw, is_tracing, plain, storage_id, tensor_version
+from .._modes import crop_hw, is_tracing, plain, round_up, storage_id, tensor_version
 from ..functional import attention, window_attention
 from ._common import dropout_p, setup_heads
 
@@ -63,8 +63,8 @@ class HiLoAttention(nn.Module):
         _validate.channels_last_map(x, self.dim, type(self).__name__)
         B, H, W, C = x.shape
         ws, hd, p = self.ws, self.head_dim, dropout_p(self)
-        pad_h, pad_w = (-H) % ws, (-W) % ws
-        Hp, Wp = H + pad_h, W + pad_w
+        Hp, Wp = round_up(H, ws), round_up(W, ws)
+        pad_h, pad_w = Hp - H, Wp - W
         # traced: pad unconditionally, so the graph does not specialise on H % ws
         xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if is_tracing() or pad_h or pad_w else x  # (B, Hp, Wp, C)
         hi_qkv, lo_q = self._input_projections(x, xp, H, W)

@@ -53,7 +53,9 @@ def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
     """``(B, nh, H, W, hd)`` -> ``(B, nh, nw, ws*ws, hd)`` with ``nw = (H/ws)(W/ws)`` windows, row-major."""
     B, nh, H, W, hd = x.shape
     x = x.reshape(B, nh, H // ws, ws, W // ws, ws, hd)  # (B, nh, H/ws, ws, W/ws, ws, hd)
-    x = x.transpose(3, 4)  # (B, nh, H/ws, W/ws, ws, ws, hd)
+    # the copy a reshape makes anyway, made first: a reshape of a contiguous tensor is a plain view, with no
+    # stride guards for torch.export to prove over named Dim ranges
+    x = x.transpose(3, 4).contiguous()  # (B, nh, H/ws, W/ws, ws, ws, hd)
     return x.reshape(B, nh, (H // ws) * (W // ws), ws * ws, hd)  # (B, nh, nw, ws*ws, hd)
 
 
@@ -61,7 +63,7 @@ def window_reverse(x: torch.Tensor, ws: int, H: int, W: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`: ``(B, nh, nw, ws*ws, hd)`` -> ``(B, nh, H, W, hd)``."""
     B, nh, _, _, hd = x.shape
     x = x.reshape(B, nh, H // ws, W // ws, ws, ws, hd)  # (B, nh, H/ws, W/ws, ws, ws, hd)
-    x = x.transpose(3, 4)  # (B, nh, H/ws, ws, W/ws, ws, hd)
+    x = x.transpose(3, 4).contiguous()  # (B, nh, H/ws, ws, W/ws, ws, hd); contiguous: see window_partition
     return x.reshape(B, nh, H, W, hd)  # (B, nh, H, W, hd)
 
 

@@ -43,18 +43,21 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, b
     Cout, Cin, kh, kw = weight.shape
     if Cin != C:
         raise ValueError(f"deform_conv2d: weight expects {Cin} input channels, x has {C}")
-    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     K = kh * kw
-    if tuple(offset.shape) != (B, 2 * K, Ho, Wo):
-        raise ValueError(f"offset must have shape {(B, 2 * K, Ho, Wo)}, got {tuple(offset.shape)}")
+    Ho, Wo = offset.shape[-2:]  # traced: the sizes the offset conv made, one expression for both
+    if not torch.compiler.is_compiling():
+        expected = (B, 2 * K, (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+        if offset.dim() != 4 or tuple(offset.shape) != expected:
+            raise ValueError(f"offset must have shape {expected}, got {tuple(offset.shape)}")
     dev, dt = x.device, x.dtype
     tap_y = (torch.arange(kh, device=dev, dtype=dt) * dh).repeat_interleave(kw)  # (K,)
     tap_x = (torch.arange(kw, device=dev, dtype=dt) * dw).repeat(kh)  # (K,)
     base_y = tap_y[:, None, None] + (torch.arange(Ho, device=dev, dtype=dt) * sh - ph)[None, :, None]  # (K, Ho, 1)
     base_x = tap_x[:, None, None] + (torch.arange(Wo, device=dev, dtype=dt) * sw - pw)[None, None, :]  # (K, 1, Wo)
-    off = offset.reshape(B, K, 2, Ho, Wo)  # (B, K, 2, Ho, Wo)
-    sampled = _bilinear_gather(x, base_y + off[:, :, 0], base_x + off[:, :, 1])  # (B, C, K, Ho, Wo)
+    dy, dx = offset.reshape(B, K, 2, Ho, Wo).unbind(2)  # 2 x (B, K, Ho, Wo), strided
+    if torch.compiler.is_compiling():  # strided views leave stride-order guards that named Dim ranges cannot prove
+        dy, dx = dy.contiguous(), dx.contiguous()
+    sampled = _bilinear_gather(x, base_y + dy, base_x + dx)  # (B, C, K, Ho, Wo)
     out = weight.reshape(Cout, C * K) @ sampled.reshape(B, C * K, Ho * Wo)  # (B, Cout, Ho*Wo)
     out = out.reshape(B, Cout, Ho, Wo)
     return out if bias is None else out + bias[:, None, None]

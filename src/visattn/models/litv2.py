@@ -30,7 +30,7 @@ class PatchEmbed(nn.Module):
         p = self.patch_size
         H, W = x.shape[2:]
         if is_tracing() or H % p or W % p:  # traced: pad unconditionally (tested first: no guard on H % 4)
-            x = F.pad(x, (0, (-W) % p, 0, (-H) % p))
+            x = F.pad(x, (0, (W + p - 1) // p * p - W, 0, (H + p - 1) // p * p - H))  # (B, 3, Hp, Wp)
         return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H/4, W/4, C)
 
 
