@@ -60,3 +60,11 @@ def test_families_export_with_auto_dims(name):
     """Dim.AUTO ranges start at 2 for these two (a reshape's guard excludes batch 1: export at batch 1 to serve it)."""
     export_and_compare(tiny(name).eval(), torch.randn(2, 3, 96, 128), {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO},
                        [torch.randn(2, 3, 64, 80), torch.randn(3, 3, 130, 97)])
+
+
+def test_round_up_is_the_next_multiple():
+    from visattn._modes import round_up
+
+    assert [round_up(n, 4) for n in range(10)] == [0, 4, 4, 4, 4, 8, 8, 8, 8, 12]
+    assert round_up(7, 1) == 7
+
