@@ -180,3 +180,29 @@ def test_train_fine_tunes_from_weights_named_by_variant(server, tmp_path):
     train(cfg)
     trained = visattn.load_checkpoint(tmp_path / "run" / "checkpoint.pt").model.state_dict()
     assert torch.equal(trained["patch_embed.proj.weight"], state["patch_embed.proj.weight"])  # lr 0: as fetched
+
+
+def test_without_fcntl_the_import_works_and_the_lock_is_msvcrts(server, monkeypatch):
+    """Windows has no fcntl: ``import visattn`` must not need it, and fetches lock with msvcrt (a stand-in here that
+    refuses once, as LK_LOCK does after its ten tries, to show the wait goes on)."""
+    code = "import sys; sys.modules['fcntl'] = None; import visattn; visattn.create_model('litv2_s'); print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-1500:]
+
+    calls = []
+
+    class FakeMsvcrt:
+        LK_LOCK, LK_UNLCK = 1, 0
+
+        @staticmethod
+        def locking(fd, mode, nbytes):
+            calls.append((mode, nbytes))
+            if len(calls) == 1:
+                raise OSError("deadlock avoided")
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)
+    monkeypatch.setitem(sys.modules, "msvcrt", FakeMsvcrt)
+    data, _ = checkpoint_bytes("litv2_s")
+    server.files["litv2_s.pth"] = data
+    assert hub.fetch("litv2_s", progress=False).read_bytes() == data
+    assert calls == [(1, 1), (1, 1), (0, 1)]  # refused, locked, unlocked

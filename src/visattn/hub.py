@@ -20,7 +20,6 @@ weights) are listed as alternatives. The authors publish no digests, so none is 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import http.client
 import os
@@ -166,13 +165,33 @@ def _download(url: str, dst: Path, progress: bool) -> None:
 
 @contextlib.contextmanager
 def _locked(path: Path):
-    """An exclusive lock beside ``path``: concurrent first uses download once, the others wait and reuse."""
+    """An exclusive lock beside ``path``: concurrent first uses download once, the others wait and reuse. POSIX
+    ``flock``, or ``msvcrt.locking`` on Windows (imported here, so that ``import visattn`` needs neither)."""
     with open(path.with_name(path.name + ".lock"), "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            fcntl = None
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            import msvcrt
+
+            lock.seek(0)
+            while True:  # LK_LOCK gives up after 10 tries of 1 s: a long download elsewhere keeps this one waiting
+                try:
+                    msvcrt.locking(lock.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:
+                    continue
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            else:
+                lock.seek(0)
+                msvcrt.locking(lock.fileno(), msvcrt.LK_UNLCK, 1)
 
 
 def fetch(variant: str, progress: bool = True) -> Path:
