@@ -1,4 +1,5 @@
-"""GPU readiness without a GPU: every block, family, YOLO layer and timm feature extractor runs on fake CUDA tensors.
+"""GPU readiness without a GPU: every block, family, YOLO layer and timm feature extractor runs on fake CUDA tensors,
+and every block and family exports (torch.export, named Dim ranges) from fake CUDA tensors.
 
 In the CUDA build of torch (the integration environment), ``FakeTensorMode`` makes tensors on device ``"cuda"``
 with no GPU present. Parameters and input are fake CUDA tensors, passed through ``torch.func.functional_call``: a
@@ -115,3 +116,54 @@ def test_copies_of_models_keep_running():
     model = copy.deepcopy(tiny("volo_d1"))
     out, caught = fake_cuda_forward(model, (1, 3, 64, 64), torch.bfloat16)
     check(out, (1, 10), torch.bfloat16, caught)
+
+
+def fake_cuda_export(module: torch.nn.Module, shape, dims):
+    """``torch.export`` with named ``Dim`` ranges of ``module`` whose parameters, buffers and input are fake CUDA
+    tensors: the branches that only run while traced (padding counts, pooling kernels, DCN offsets) are recorded on
+    CUDA. Returns the output's fake value and the warnings raised."""
+    named = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    module.eval()
+    with FakeTensorMode():
+        state = {k: torch.empty(v.shape, dtype=v.dtype, device="cuda") for k, v in named.items()}
+        x = torch.empty(shape, device="cuda")
+
+    class OnState(torch.nn.Module):
+        def forward(self, x):
+            return torch.func.functional_call(module, state, (x,))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        program = torch.export.export(OnState(), (x,), dynamic_shapes=(dims,))
+    output = next(n for n in program.graph.nodes if n.op == "output").args[0][0]
+    return output.meta["val"], [str(w.message) for w in caught]
+
+
+def test_named_dim_exports_of_blocks_on_fake_cuda():
+    from torch.export import Dim
+
+    dims = {0: Dim("b", min=1, max=16), 1: Dim("h", min=16, max=128), 2: Dim("w", min=16, max=128)}
+    for name in visattn.list_blocks():
+        out, caught = fake_cuda_export(visattn.create_block(name, 32, 4), (2, 20, 24, 32), dims)
+        assert out.device.type == "cuda" and out.shape[-1] == 32 and not caught, (name, caught)
+
+
+@pytest.mark.parametrize("name", SMALLEST)
+def test_named_dim_exports_of_families_on_fake_cuda(name):
+    from torch.export import Dim
+
+    dims = {0: Dim("b", min=1, max=8), 2: Dim("h", min=64, max=512), 3: Dim("w", min=64, max=512)}
+    out, caught = fake_cuda_export(tiny(name), (2, 3, 96, 128), dims)
+    assert out.device.type == "cuda" and out.shape[-1] == 10 and not caught, caught
+
+
+def test_a_tensor_on_the_wrong_device_is_caught_in_an_export():
+    """The harness itself: a traced branch that makes a CPU tensor fails here."""
+    from torch.export import Dim
+
+    class MakesCpu(torch.nn.Module):
+        def forward(self, x):
+            return x + torch.ones(x.shape[-1])  # on the CPU
+
+    with pytest.raises(RuntimeError, match="not on the expected device"):
+        fake_cuda_export(MakesCpu(), (2, 20, 8), {0: Dim("b", min=1, max=16)})

@@ -92,7 +92,7 @@ class Backbone(nn.Module):
         """Run blocks in order, with activation checkpointing when enabled and gradients are on. The recomputation
         in backward leaves BatchNorm statistics as the forward left them (they are updated once per step).
 
-        ``x`` may be handed over in a one-element list (see :func:`handed`), which this empties: then no caller's
+        ``x`` may be handed over in a one-element list (see :func:`taken`), which this empties: then no caller's
         frame keeps the stage input alive while the blocks run, and it is freed once the first block is done."""
         x = taken(x)
         for blk in blocks:
