@@ -88,13 +88,15 @@ def under_transform() -> bool:
 
 
 _recording = threading.local()  # .sinks: the recorders active in this thread, innermost last
+_recordings = 0  # recordings open in any thread: the one read the kernels pay for when none is
+_count_lock = threading.Lock()
 
 
 def attention_recorder():
     """The sink kernels hand their attention probabilities to (``sink.report(kind, probs, values=None)``) while
     :func:`visattn.explain.record_attention` is active in this thread, else None. Never while traced or inside a
     ``torch.func`` transform (recording is an eager-mode tool): then the kernels run exactly as without it."""
-    if is_tracing() or under_transform():  # first: dynamo never reads the thread-local state
+    if not _recordings or is_tracing() or under_transform():  # dynamo never reads the thread-local state
         return None
     sinks = getattr(_recording, "sinks", None)
     return sinks[-1] if sinks else None
@@ -103,11 +105,16 @@ def attention_recorder():
 @contextlib.contextmanager
 def recording_attention(sink):
     """Make ``sink`` this thread's :func:`attention_recorder` for the ``with`` body (nested recordings: innermost)."""
+    global _recordings
     sinks = _recording.__dict__.setdefault("sinks", [])
     sinks.append(sink)
+    with _count_lock:
+        _recordings += 1
     try:
         yield sink
     finally:
+        with _count_lock:
+            _recordings -= 1
         del sinks[max(i for i, s in enumerate(sinks) if s is sink)]
 
 

@@ -1,0 +1,90 @@
+"""``visattn explain`` on a digits checkpoint (the default small model of ``visattn train``): predictions printed, the
+figures written, within a minute on 2 threads; errors name the fix."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from visattn.app.cli import main
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """One epoch of the default digits run (the model a user's ``visattn train`` builds) and a held-out digit."""
+    from PIL import Image
+
+    from visattn.app.data import digits
+    from visattn.app.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("explain")
+    train(TrainConfig(epochs=1, batch_size=64, quiet=True, output=str(root / "runs" / "digits"), threads="2"))
+    held_out = digits("test", 32)
+    image = root / "digit.png"
+    Image.fromarray((held_out.images[3] * 255).round().byte().numpy()).save(image)
+    return root / "runs" / "digits" / "checkpoint.pt", image, int(held_out.labels[3])
+
+
+def test_explain_writes_the_figures_and_prints_the_predictions(digits_run, tmp_path, capsys):
+    checkpoint, image, label = digits_run
+    out = tmp_path / "figures"
+    assert main(["explain", str(image), "--checkpoint", str(checkpoint), "--output", str(out), "--topk", "4",
+                 "--point", "2,3", "--threads", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ranks = [line.split() for line in lines if line.strip()[:2] in {f"{i}." for i in range(1, 5)}]
+    assert [r[0] for r in ranks] == ["1.", "2.", "3.", "4."]
+    probs = [float(r[2]) for r in ranks]
+    assert probs == sorted(probs, reverse=True) and all(r[1] in [str(i) for i in range(10)] for r in ranks)
+    from matplotlib.image import imread
+
+    for name in ("gradcam", "attention", "distance", "hilo"):  # the default model has HiLo in stage 3
+        path = out / f"{name}.png"
+        assert f"wrote {path}" in lines and imread(path).shape[2] in (3, 4) and path.stat().st_size < 200_000
+
+
+def test_explain_runs_in_under_a_minute_on_two_threads(digits_run, tmp_path):
+    """The whole command in a fresh process, imports included (the time the README promises)."""
+    checkpoint, image, _ = digits_run
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "visattn", "explain", str(image), "--checkpoint", str(checkpoint),
+                           "--output", str(tmp_path), "--threads", "2"], capture_output=True, text=True,
+                          cwd=ROOT)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "gradcam.png").is_file() and (tmp_path / "attention.png").is_file()
+    assert seconds < 60, f"visattn explain took {seconds:.1f} s"
+
+
+def test_query_points_are_image_pixels(digits_run):
+    from visattn.app.explain import _points
+
+    _, image, _ = digits_run  # an 8 x 8 digit, read at 32 x 32
+    assert _points([(2.0, 6.0)], image, 32, torch.zeros(32, 32)) == [(8.0, 24.0)]
+    cam = torch.zeros(32, 32)
+    cam[5, 9] = 1
+    assert _points(None, image, 32, cam) == [(15.5, 15.5), (5.0, 9.0)]  # the centre and the Grad-CAM peak
+    with pytest.raises(ValueError, match="outside the 8x8 image"):
+        _points([(8.0, 0.0)], image, 32, cam)
+
+
+def test_explain_errors_name_the_fix(digits_run, tmp_path, capsys):
+    checkpoint, image, _ = digits_run
+    assert main(["explain", str(image)]) == 2
+    assert "--checkpoint run/checkpoint.pt" in capsys.readouterr().err
+    assert main(["explain", str(image), "--checkpoint", str(checkpoint), "--pretrained", "--model", "litv2_s"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["explain", str(tmp_path / "none.png"), "--checkpoint", str(checkpoint)]) == 2
+    assert "no image at" in capsys.readouterr().err
+    assert main(["explain", str(image), "--checkpoint", str(checkpoint), "--stage", "7",
+                 "--output", str(tmp_path)]) == 2
+    assert "out of range" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["explain", str(image), "--checkpoint", str(checkpoint), "--point", "3"])
+    assert "--point takes Y,X" in capsys.readouterr().err
