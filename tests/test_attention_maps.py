@@ -6,11 +6,11 @@ import importlib
 
 import pytest
 import torch
+from tiny_models import SMALLEST, tiny
 
 import visattn
-from conftest import CONFIGS, build
+from conftest import build
 from reference import loops
-from tiny_models import SMALLEST, tiny
 from visattn import CloAttention, HiLoAttention, MultiScaleDilatedAttention, OutlookAttention
 from visattn._modes import attention_recorder
 from visattn.explain import record_attention
@@ -136,7 +136,7 @@ def test_families_record_every_attention_block_with_stage_and_stride():
         assert maps.blocks() == list(blocks), name
         for m, r in zip(maps, ref_maps, strict=True):
             assert m.part == r.part
-            torch.testing.assert_close(m.probs, r.probs, msg=lambda s, m=m: f"{name} {m.block} {m.part.name}: {s}")
+            torch.testing.assert_close(m.probs, r.probs, msg=lambda s, m=m, n=name: f"{n} {m.block} {m.part.name}: {s}")
             stage = m.stage
             assert stage is not None and m.image_stride == (fast.stage_info[stage]["reduction"],) * 2, m
         assert maps.image_size == (67, 45)
@@ -159,12 +159,10 @@ def test_one_block_of_a_model_and_wrapped_blocks():
 
 
 def test_recording_errors_name_the_fix():
-    with pytest.raises(ValueError, match="holds no visattn attention block"):
-        with record_attention(torch.nn.Linear(2, 2)):
-            pass
-    with pytest.raises(TypeError, match="nn.Module"):
-        with record_attention("litv2_s"):
-            pass
+    with pytest.raises(ValueError, match="holds no visattn attention block"), record_attention(torch.nn.Linear(2, 2)):
+        pass
+    with pytest.raises(TypeError, match="nn.Module"), record_attention("litv2_s"):
+        pass
     block = visattn.create_block("hilo", 16, 4)
     with pytest.raises(ValueError, match="already active"), record_attention(block), record_attention(block):
         pass

@@ -4,10 +4,10 @@ equal. The real pytorch-grad-cam and Captum are exercised in tests/integration/t
 
 import pytest
 import torch
+from tiny_models import SMALLEST, tiny
 from torch import nn
 
 import visattn
-from tiny_models import SMALLEST, tiny
 from visattn.explain import GradCam, channels_first_view, reshape_transform, target_layers, to_channels_first
 
 

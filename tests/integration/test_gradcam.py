@@ -11,10 +11,10 @@ channels_first_view).
 import numpy as np
 import pytest
 import torch
+from tiny_models import SMALLEST, tiny
 from torch import nn
 
 import visattn
-from tiny_models import SMALLEST, tiny
 from visattn.blocks import Block
 from visattn.explain import GradCam, channels_first_view, reshape_transform, target_layers
 from visattn.layers import Mlp
@@ -32,7 +32,8 @@ S, P = 32, 8  # image side, evidence square side
 
 def evidence(n: int, g: torch.Generator):
     """Noise images with a bright (class 1) or dark (class 0) square in a random quadrant (kept 3 px off the
-    quadrant borders); returns images, labels and the quadrant (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right)."""
+    quadrant borders); returns images, labels and the quadrant (0 top-left, 1 top-right, 2 bottom-left, 3
+    bottom-right)."""
     x = torch.randn(n, 3, S, S, generator=g) * 0.2
     y = torch.randint(0, 2, (n,), generator=g)
     quadrant = torch.zeros(n, dtype=torch.long)

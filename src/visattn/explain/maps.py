@@ -41,7 +41,7 @@ def query_map(m: AttentionMap, y: int, x: int, batch: int = 0) -> torch.Tensor:
     nh = probs.shape[0]
     out = probs.new_zeros(nh, H, W)
     if layout == "window":
-        ws, (Hp, Wp) = part.window, part.key_size
+        ws, Wp = part.window, part.key_size[1]
         window = (y // ws) * (Wp // ws) + x // ws
         weights = probs[:, window, (y % ws) * ws + x % ws].reshape(nh, ws, ws)  # (nh, ws, ws)
         y0, x0 = y - y % ws, x - x % ws
