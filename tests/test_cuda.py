@@ -118,3 +118,14 @@ def test_bench_on_cuda(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "cuda" in (tmp_path / "bench.json").read_text()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_hilo_training_step_at_a_training_batch(dtype):
+    """HiLo at 56x56, batch 64 (LITv2's stage-1 map at a usual training batch): ~10^5 Hi-Fi windows. Through SDPA,
+    cuDNN's bf16 backward failed here on an H200 (``mha_graph.execute ... is_good()``)."""
+    torch.manual_seed(0)
+    block = visattn.create_block("hilo", 64, 4).to("cuda", dtype)
+    x = torch.randn(64, 56, 56, 64, device="cuda", dtype=dtype, requires_grad=True)
+    block(x).float().square().mean().backward()
+    assert torch.isfinite(x.grad).all() and all(torch.isfinite(p.grad).all() for p in block.parameters())

@@ -85,3 +85,23 @@ def test_module_starts_as_a_convolution_and_checks_shapes():
         deform_conv2d(x, torch.zeros(1, 8, 2, 2), layer.weight, stride=2)
     with pytest.raises(ValueError, match="weight expects 3 input channels"):
         deform_conv2d(torch.randn(1, 2, 6, 6), torch.zeros(1, 8, 3, 3), layer.weight, stride=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_samples_where_float64_does(dtype, request):
+    """Positions and flat indices are not computed in the input's dtype: in bfloat16 a 46x46 map sampled at
+    fractional offsets read the wrong pixels (relative error 1.4), in float16 the flat index of the last pixel
+    rounded past the map (an index error on the CPU, a device-side assert on CUDA: seen on an H200)."""
+    if dtype == torch.bfloat16:
+        request.getfixturevalue("bf16")
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 46, 46, dtype=torch.float64)
+    offset = torch.randn(1, 8, 23, 23, dtype=torch.float64) * 3  # 2x2 taps, stride 2: (1, 2*4, 23, 23)
+    weight, bias = torch.randn(16, 8, 2, 2, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+    # the reference in float64 from the half-precision inputs, so that only the kernel's own rounding differs
+    xh, oh, wh, bh = (t.to(dtype) for t in (x, offset, weight, bias))
+    expected = deform_conv2d(*(t.double() for t in (xh, oh, wh, bh)), stride=2)
+    out = deform_conv2d(xh, oh, wh, bh, stride=2)
+    assert out.dtype == dtype
+    rel = ((out.double() - expected).abs().max() / expected.abs().max()).item()
+    assert rel < (2e-2 if dtype == torch.bfloat16 else 4e-3), rel

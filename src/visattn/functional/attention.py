@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
-from .._modes import attention_recorder, check
+from .._modes import attention_recorder, check, is_exporting
 
 
 def attention(q, k, v, scale: float | None = None, dropout_p: float = 0.0, impl: str = "fast"):
@@ -57,20 +57,32 @@ def probabilities(q, k, scale: float):
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """``(B, nh, H, W, hd)`` -> ``(B, nh, nw, ws*ws, hd)`` with ``nw = (H/ws)(W/ws)`` windows, row-major."""
+    """``(B, nh, H, W, hd)`` -> ``(B, nh, nw, ws*ws, hd)`` with ``nw = (H/ws)(W/ws)`` windows, row-major.
+
+    Exported graphs hold no tensor of more than 6 dimensions (heads and head dims merged channels-last):
+    XNNPACK, ExecuTorch's CPU delegate, refuses rank-7 tensors when the program is loaded. Eager code splits the
+    strided input as a 7-D view and copies once."""
     B, nh, H, W, hd = x.shape
-    x = x.reshape(B, nh, H // ws, ws, W // ws, ws, hd)  # (B, nh, H/ws, ws, W/ws, ws, hd)
-    # the copy a reshape makes anyway, made first: a reshape of a contiguous tensor is a plain view, with no
-    # stride guards for torch.export to prove over named Dim ranges
+    if is_exporting():
+        x = x.permute(0, 2, 3, 1, 4).reshape(B, H // ws, ws, W // ws, ws, nh * hd)  # (B, H/ws, ws, W/ws, ws, C)
+        x = x.transpose(2, 3).reshape(B, (H // ws) * (W // ws), ws * ws, nh, hd)  # (B, nw, ws*ws, nh, hd)
+        return x.permute(0, 3, 1, 2, 4)  # (B, nh, nw, ws*ws, hd)
+    x = x.reshape(B, nh, H // ws, ws, W // ws, ws, hd)  # (B, nh, H/ws, ws, W/ws, ws, hd), a view
+    # the copy a reshape makes anyway, made first: a reshape of a contiguous tensor is a plain view
     x = x.transpose(3, 4).contiguous()  # (B, nh, H/ws, W/ws, ws, ws, hd)
     return x.reshape(B, nh, (H // ws) * (W // ws), ws * ws, hd)  # (B, nh, nw, ws*ws, hd)
 
 
 def window_reverse(x: torch.Tensor, ws: int, H: int, W: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: ``(B, nh, nw, ws*ws, hd)`` -> ``(B, nh, H, W, hd)``."""
+    """Inverse of :func:`window_partition`: ``(B, nh, nw, ws*ws, hd)`` -> ``(B, nh, H, W, hd)`` (at most 6-D when
+    exported)."""
     B, nh, _, _, hd = x.shape
+    if is_exporting():
+        x = x.permute(0, 2, 3, 1, 4).reshape(B, H // ws, W // ws, ws, ws, nh * hd)  # (B, H/ws, W/ws, ws, ws, C)
+        x = x.transpose(2, 3).reshape(B, H, W, nh, hd)  # (B, H, W, nh, hd)
+        return x.permute(0, 3, 1, 2, 4)  # (B, nh, H, W, hd)
     x = x.reshape(B, nh, H // ws, W // ws, ws, ws, hd)  # (B, nh, H/ws, W/ws, ws, ws, hd)
-    x = x.transpose(3, 4).contiguous()  # (B, nh, H/ws, ws, W/ws, ws, hd); contiguous: see window_partition
+    x = x.transpose(3, 4).contiguous()  # (B, nh, H/ws, ws, W/ws, ws, hd)
     return x.reshape(B, nh, H, W, hd)  # (B, nh, H, W, hd)
 
 
@@ -92,6 +104,10 @@ def window_attention(q, k, v, window_size: int, scale: float | None = None, drop
                f"of the block to {-(-H // ws) * ws}x{-(-W // ws) * ws} first")
     check(H % ws == 0, message)
     check(W % ws == 0, message)
+    # On CUDA, windows of at most hd tokens (HiLo's 2x2, hd >= 4) take one batched product: the explicit scores are
+    # no larger than q, SDPA's kernels tile 64+ queries per program, and cuDNN's SDPA backward fails on the ~10^5
+    # windows of a training batch (bf16, H200: RESULTS 20). On the CPU SDPA stays (2x faster backward at batch 1).
+    kernel = "reference" if q.device.type == "cuda" and ws * ws <= q.shape[-1] else impl
     out = attention(window_partition(q, ws), window_partition(k, ws), window_partition(v, ws),
-                    scale=scale, dropout_p=dropout_p, impl=impl)  # (B, nh, nw, ws*ws, hd)
+                    scale=scale, dropout_p=dropout_p, impl=kernel)  # (B, nh, nw, ws*ws, hd)
     return window_reverse(out, ws, H, W)

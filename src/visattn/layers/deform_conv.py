@@ -16,7 +16,10 @@ from torch.nn.modules.utils import _pair
 
 
 def _bilinear_gather(x: torch.Tensor, py: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
-    """x (B, C, H, W), py/px (B, K, Ho, Wo) -> (B, C, K, Ho, Wo), zero outside the map."""
+    """x (B, C, H, W), py/px (B, K, Ho, Wo) -> (B, C, K, Ho, Wo), zero outside the map.
+
+    ``py``/``px`` are float32 (or float64) positions whatever ``x``'s dtype: bfloat16 (8-bit mantissa) places a
+    sample at 100.3 on 100 and float16 rounds a flat index past 2048. Indices are integer arithmetic."""
     B, C, H, W = x.shape
     flat = x.reshape(B, C, H * W)  # (B, C, H*W)
     y0, x0 = py.floor(), px.floor()
@@ -27,10 +30,11 @@ def _bilinear_gather(x: torch.Tensor, py: torch.Tensor, px: torch.Tensor) -> tor
             yi, xi = y0 + dy, x0 + dx
             valid = (yi >= 0) & (yi <= H - 1) & (xi >= 0) & (xi <= W - 1)
             # a NaN/inf position (from a NaN pixel) reads a valid index; its NaN weight keeps the NaN in its image
-            yi, xi = torch.nan_to_num(yi, nan=0.0).clamp(0, H - 1), torch.nan_to_num(xi, nan=0.0).clamp(0, W - 1)
-            idx = (yi * W + xi).long().reshape(B, 1, math.prod(py.shape[1:]))  # (B, 1, K*Ho*Wo); B may be 0
+            yi = torch.nan_to_num(yi, nan=0.0).clamp(0, H - 1).long()
+            xi = torch.nan_to_num(xi, nan=0.0).clamp(0, W - 1).long()
+            idx = (yi * W + xi).reshape(B, 1, math.prod(py.shape[1:]))  # (B, 1, K*Ho*Wo); B may be 0
             vals = flat.gather(2, idx.expand(B, C, idx.shape[-1])).reshape(B, C, *py.shape[1:])  # (B, C, K, Ho, Wo)
-            term = vals * (wy * wx * valid).unsqueeze(1)
+            term = vals * (wy * wx * valid).to(x.dtype).unsqueeze(1)  # (B, C, K, Ho, Wo)
             out = term if out is None else out + term
     return out
 
@@ -49,12 +53,13 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, b
         expected = (B, 2 * K, (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
         if offset.dim() != 4 or tuple(offset.shape) != expected:
             raise ValueError(f"offset must have shape {expected}, got {tuple(offset.shape)}")
-    dev, dt = x.device, x.dtype
+    dev = x.device
+    dt = torch.promote_types(x.dtype, torch.float32)  # sampling positions: float32 at least (see _bilinear_gather)
     tap_y = (torch.arange(kh, device=dev, dtype=dt) * dh).repeat_interleave(kw)  # (K,)
     tap_x = (torch.arange(kw, device=dev, dtype=dt) * dw).repeat(kh)  # (K,)
     base_y = tap_y[:, None, None] + (torch.arange(Ho, device=dev, dtype=dt) * sh - ph)[None, :, None]  # (K, Ho, 1)
     base_x = tap_x[:, None, None] + (torch.arange(Wo, device=dev, dtype=dt) * sw - pw)[None, None, :]  # (K, 1, Wo)
-    dy, dx = offset.reshape(B, K, 2, Ho, Wo).unbind(2)  # 2 x (B, K, Ho, Wo), strided
+    dy, dx = offset.to(dt).reshape(B, K, 2, Ho, Wo).unbind(2)  # 2 x (B, K, Ho, Wo), strided
     if torch.compiler.is_compiling():  # strided views leave stride-order guards that named Dim ranges cannot prove
         dy, dx = dy.contiguous(), dx.contiguous()
     sampled = _bilinear_gather(x, base_y + dy, base_x + dx)  # (B, C, K, Ho, Wo)
