@@ -88,3 +88,34 @@ def test_explain_errors_name_the_fix(digits_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["explain", str(image), "--checkpoint", str(checkpoint), "--point", "3"])
     assert "--point takes Y,X" in capsys.readouterr().err
+
+
+def test_official_weights_use_imagenet_normalisation_and_class_indices(digits_run, tmp_path, capsys, monkeypatch):
+    """--model NAME --pretrained: the variant's size, ImageNet mean and std, classes printed as indices."""
+    from tiny_models import tiny
+
+    import visattn.app.explain as explain
+
+    model = tiny("cloformer_xxs", img_size=64).eval()
+    seen = {}
+
+    def fake_create_model(name, pretrained=None):
+        seen.update(name=name, pretrained=pretrained)
+        return model
+
+    monkeypatch.setattr(explain, "create_model", fake_create_model)
+    inputs = []
+    model.register_forward_pre_hook(lambda m, args: inputs.append(args[0].detach()))
+    _, image, _ = digits_run
+    assert main(["explain", str(image), "--model", "cloformer_xxs", "--pretrained", "--output", str(tmp_path),
+                 "--topk", "2"]) == 0
+    assert seen == dict(name="cloformer_xxs", pretrained=True)
+    out = capsys.readouterr().out
+    assert "1. class " in out and "2. class " in out and "(64x64)" in out
+    from visattn.app.data import read_image
+
+    pixels = read_image(image, 64)
+    mean, std = torch.tensor(explain.IMAGENET_MEAN)[:, None, None], torch.tensor(explain.IMAGENET_STD)[:, None, None]
+    torch.testing.assert_close(inputs[0][0], (pixels - mean) / std)
+    assert main(["explain", str(image), "--model", "cloformer_xxs", "--pretrained", "--ema"]) == 2
+    assert "--ema applies to training checkpoints" in capsys.readouterr().err

@@ -161,8 +161,9 @@ def hilo_figure(image: torch.Tensor, record: AttentionRecord, point, path=None):
         heat = query_map(m, y, x).mean(0)
         axes[0, c].imshow(overlay(image, heat, m.image_stride))
         axes[0, c].plot([point[1]], [point[0]], marker="+", color="white", markersize=10, markeredgewidth=2)
-        axes[0, c].set_title(f"{'Hi-Fi' if name == 'hifi' else 'Lo-Fi'} heads {m.part.heads[0]}-"
-                             f"{m.part.heads[1] - 1}: query", fontsize=8)
+        first, stop = m.part.heads
+        heads = f"head {first}" if stop - first == 1 else f"heads {first}-{stop - 1}"
+        axes[0, c].set_title(f"{'Hi-Fi' if name == 'hifi' else 'Lo-Fi'} {heads}: query", fontsize=8)
         axes[1, c].imshow(torch.log1p(spectrum(m).mean(0)).numpy(), cmap="viridis")
         axes[1, c].set_title(f"{'Hi-Fi' if name == 'hifi' else 'Lo-Fi'} output spectrum", fontsize=8)
     fig.suptitle(f"HiLo {both[-1]}", fontsize=9)
