@@ -167,3 +167,11 @@ def test_recording_errors_name_the_fix():
     with pytest.raises(ValueError, match="already active"), record_attention(block), record_attention(block):
         pass
     assert attention_recorder() is None  # left clean after the error
+
+
+@pytest.mark.filterwarnings("ignore")  # the TorchScript tracer's deprecation and constant warnings
+def test_a_traced_forward_records_nothing_and_says_so():
+    block = visattn.create_block("hilo", 16, 4).eval()
+    x = torch.randn(1, 6, 6, 16)
+    with pytest.raises(ValueError, match="record attention in eager mode"), record_attention(block):
+        torch.jit.trace(block, x, check_trace=False)  # the kernels ask attention_recorder(): None while traced
