@@ -18,7 +18,7 @@ from visattn.explain.maps import SOFTMAX_LAYOUTS
 
 LOOP_MAPS = {HiLoAttention: loops.hilo_maps, MultiScaleDilatedAttention: loops.msda_maps,
              OutlookAttention: loops.outlook_maps, CloAttention: loops.clo_maps}
-ODD = [(1, 1), (5, 3), (7, 9), (13, 10)]
+ODD = [(1, 1), (5, 3), (7, 9)]
 
 
 def recorded(block, x):
@@ -82,18 +82,17 @@ def test_window_and_global_maps_rebuild_the_kernel_outputs():
 
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
 def test_recording_never_changes_an_output(grad):
-    """Exact equality, recorded or not: every registered block (both paths) and every family (eager inference
+    """Exact equality, recorded or not: every registered block's fast path and every family (eager inference
     reuses buffers, which a forward hook would have changed: the recorder uses pre-hooks only)."""
     torch.manual_seed(0)
     x = torch.randn(2, 7, 9, 24)
     for name in visattn.list_blocks():
-        for impl in ("fast", "reference"):
-            block = visattn.create_block(name, 24, 6, impl=impl).eval()
-            with torch.set_grad_enabled(grad):
-                plain = block(x)
-                with record_attention(block) as maps:
-                    again = block(x)
-            assert len(maps) and torch.equal(plain, again), (name, impl)
+        block = visattn.create_block(name, 24, 6).eval()
+        with torch.set_grad_enabled(grad):
+            plain = block(x)
+            with record_attention(block) as maps:
+                again = block(x)
+        assert len(maps) and torch.equal(plain, again), name
     images = torch.randn(1, 3, 67, 45)
     for name in SMALLEST:
         model = tiny(name).eval()
