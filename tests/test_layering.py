@@ -1,8 +1,8 @@
 """The package's imports point one way: a module never imports a layer above its own, the commands never import
 each other, and no import cycle exists. Layers, bottom to top:
 
-    _version/_validate/_modes < functional < attention < layers < blocks < checkpoint < hub < models < macs/memory/fuse
-    < integrations < app
+    _version/_validate/_modes < functional < attention < layers < blocks < checkpoint < hub < models
+    < macs/memory/fuse/explain < integrations < app
 
 (``checkpoint`` knows no model: ``create_model(pretrained=...)`` uses it, so it sits below ``models``.) Inside
 ``app``: common < data/weights/runtimes < timing < report < the commands < cli; a command may import only its own
@@ -21,17 +21,17 @@ RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("visattn._version", 0), ("visattn._validate", 0), ("visattn._modes", 0),
     ("visattn.functional", 1), ("visattn.attention", 2), ("visattn.layers", 3), ("visattn.blocks", 4),
     ("visattn.checkpoint", 5), ("visattn.hub", 5.5), ("visattn.models", 6),
-    ("visattn.macs", 7), ("visattn.memory", 7), ("visattn.fuse", 7),
+    ("visattn.macs", 7), ("visattn.memory", 7), ("visattn.fuse", 7), ("visattn.explain", 7),
     ("visattn.integrations", 7.5),
     ("visattn.app.common", 8.0), ("visattn.app.cpu_bf16", 8.0), ("visattn.app.data", 8.1), ("visattn.app.weights", 8.1),
     ("visattn.app.timing", 8.15), ("visattn.app.runtimes", 8.1), ("visattn.app.report", 8.2),
     ("visattn.app.summary", 8.3), ("visattn.app.bench", 8.3), ("visattn.app.zoo", 8.3),
     ("visattn.app.train", 8.3), ("visattn.app.evaluate", 8.3), ("visattn.app.export", 8.3),
-    ("visattn.app.pretrained", 8.3),
+    ("visattn.app.pretrained", 8.3), ("visattn.app.explain", 8.3),
     ("visattn.app.cli", 8.4), ("visattn.app", 8.5), ("visattn.__main__", 9), ("visattn", 9),
 ]
 COMMANDS = {"visattn.app.summary", "visattn.app.bench", "visattn.app.zoo", "visattn.app.train",
-            "visattn.app.evaluate", "visattn.app.export", "visattn.app.pretrained"}
+            "visattn.app.evaluate", "visattn.app.export", "visattn.app.pretrained", "visattn.app.explain"}
 
 
 def module_name(path: Path) -> str:

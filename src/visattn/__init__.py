@@ -4,7 +4,7 @@ Every block maps a channels-last map ``(B, H, W, C)`` to the same shape, for any
 :class:`ChannelsFirst` and :class:`TokenSequence` adapt NCHW maps and token sequences.
 """
 
-from . import functional
+from . import explain, functional
 from ._version import __version__
 from .app.weights import Trained, load_checkpoint
 from .attention import (
@@ -44,6 +44,7 @@ __all__ = [
     "create_block",
     "create_model",
     "deform_conv2d",
+    "explain",
     "functional",
     "fuse",
     "list_blocks",

@@ -5,11 +5,16 @@ Kernels use :func:`is_tracing` to keep traced graphs free of branches on symboli
 instead of ``if H % ws``) and to avoid ``out=`` writes into strided slices (dynamo rejects them), and
 :func:`records_grad` to choose between an autograd function that saves little and a buffered inference path;
 inside ``torch.func`` transforms (:func:`under_transform`) kernels use plain differentiable operations instead.
+:func:`attention_recorder` says whether attention probabilities are being recorded (``visattn.explain``): kernels
+then hand their reference probabilities to it beside the output they compute as always.
 :func:`check` raises a user error in eager mode and records the same condition as a runtime assertion while
 tracing, so every check runs on every path.
 """
 
 from __future__ import annotations
+
+import contextlib
+import threading
 
 import torch
 from torch import nn
@@ -80,6 +85,37 @@ def records_grad(*tensors: torch.Tensor) -> bool:
 def under_transform() -> bool:
     """True inside a ``torch.func`` transform (grad, vmap, jacrev...): custom autograd functions are avoided."""
     return torch._C._functorch.peek_interpreter_stack() is not None
+
+
+_recording = threading.local()  # .sinks: the recorders active in this thread, innermost last
+_recordings = 0  # recordings open in any thread: the one read the kernels pay for when none is
+_count_lock = threading.Lock()
+
+
+def attention_recorder():
+    """The sink kernels hand their attention probabilities to (``sink.report(kind, probs, values=None)``) while
+    :func:`visattn.explain.record_attention` is active in this thread, else None. Never while traced or inside a
+    ``torch.func`` transform (recording is an eager-mode tool): then the kernels run exactly as without it."""
+    if not _recordings or is_tracing() or under_transform():  # dynamo never reads the thread-local state
+        return None
+    sinks = getattr(_recording, "sinks", None)
+    return sinks[-1] if sinks else None
+
+
+@contextlib.contextmanager
+def recording_attention(sink):
+    """Make ``sink`` this thread's :func:`attention_recorder` for the ``with`` body (nested recordings: innermost)."""
+    global _recordings
+    sinks = _recording.__dict__.setdefault("sinks", [])
+    sinks.append(sink)
+    with _count_lock:
+        _recordings += 1
+    try:
+        yield sink
+    finally:
+        with _count_lock:
+            _recordings -= 1
+        del sinks[max(i for i, s in enumerate(sinks) if s is sink)]
 
 
 def check(condition, message: str, error: type[Exception] = ValueError) -> None:

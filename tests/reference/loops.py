@@ -164,3 +164,97 @@ def clo(m, x):
         o = softmax_attention(q, kv[0], kv[1], m.scale)
         outs.append(o.transpose(1, 2).reshape(B, H, W, -1))
     return linear(torch.cat(outs, -1), m.proj)
+
+
+# ---- attention maps (visattn.explain), from the same formulas, one query / window / position at a time ----------
+
+def softmax_weights(q, k, scale):
+    """q (..., N, hd), k (..., M, hd) -> (..., N, M), one query at a time."""
+    rows = []
+    for i in range(q.shape[-2]):
+        logits = (q[..., i, None, :] * k).sum(-1) * scale  # (..., M)
+        w = torch.exp(logits - logits.max(-1, keepdim=True).values)
+        rows.append(w / w.sum(-1, keepdim=True))
+    return torch.stack(rows, dim=-2)
+
+
+def window_weights(q, k, ws, scale):
+    """q/k (B, nh, H, W, hd), H and W multiples of ws -> (B, nh, nw, ws*ws, ws*ws), windows row-major."""
+    B, nh, H, W, hd = q.shape
+    out = []
+    for a in range(0, H, ws):
+        for b in range(0, W, ws):
+            def tok(t, a=a, b=b):
+                return t[:, :, a:a + ws, b:b + ws].reshape(B, nh, ws * ws, hd)
+            out.append(softmax_weights(tok(q), tok(k), scale))
+    return torch.stack(out, dim=2)
+
+
+def dilated_weights(q, k, ks, r, scale):
+    """(B, nh, H, W, k*k): neighbour a*k + b at ((a - k//2) r, (b - k//2) r); outside the map a zero key (logit 0)."""
+    B, nh, H, W, hd = q.shape
+    out = torch.zeros(B, nh, H, W, ks * ks, dtype=q.dtype)
+    half = ks // 2
+    for i in range(H):
+        for j in range(W):
+            logits = []
+            for a in range(-half, half + 1):
+                for b in range(-half, half + 1):
+                    ii, jj = i + a * r, j + b * r
+                    inside = 0 <= ii < H and 0 <= jj < W
+                    logits.append((q[:, :, i, j] * k[:, :, ii, jj]).sum(-1) * scale if inside
+                                  else torch.zeros(B, nh, dtype=q.dtype))
+            out[:, :, i, j] = torch.softmax(torch.stack(logits, -1), -1)
+    return out
+
+
+def hilo_maps(m, x):
+    B, H, W, C = x.shape
+    ws, hd = m.ws, m.head_dim
+    Hp, Wp = -(-H // ws) * ws, -(-W // ws) * ws
+    xp = torch.zeros(B, Hp, Wp, C, dtype=x.dtype)
+    xp[:, :H, :W] = x
+    maps = []
+    if m.h_heads:
+        qkv = linear(xp, m.h_qkv).reshape(B, Hp, Wp, 3, m.h_heads, hd).permute(3, 0, 4, 1, 2, 5)
+        maps.append(window_weights(qkv[0], qkv[1], ws, m.scale))
+    if m.l_heads:
+        q = linear(x, m.l_q).reshape(B, H * W, m.l_heads, hd).transpose(1, 2)
+        src = avg_cells(xp, ws, ws) if ws > 1 else x
+        kv = linear(src.reshape(B, -1, C), m.l_kv).reshape(B, -1, 2, m.l_heads, hd).permute(2, 0, 3, 1, 4)
+        maps.append(softmax_weights(q, kv[0], m.scale))
+    return maps
+
+
+def msda_maps(m, x):
+    B, H, W, C = x.shape
+    G = len(m.dilation)
+    qkv = linear(x, m.qkv).reshape(B, H, W, 3, G, m.num_heads // G, m.head_dim).permute(3, 4, 0, 5, 1, 2, 6)
+    return [dilated_weights(qkv[0, g], qkv[1, g], m.kernel_size, r, m.scale)
+            for g, r in enumerate(m.dilation)]
+
+
+def outlook_maps(m, x):
+    B, H, W, C = x.shape
+    k = m.kernel_size
+    centre = avg_cells(x, m.stride, m.stride, ceil=True)
+    h, w = centre.shape[1:3]
+    a = linear(centre, m.attn).reshape(B, h, w, m.num_heads, k * k, k * k).permute(0, 3, 1, 2, 4, 5)
+    return [torch.softmax(a * m.scale, dim=-1)]
+
+
+def clo_maps(m, x):
+    B, H, W, C = x.shape
+    hd = m.head_dim
+    maps = []
+    for i in range(len(m.qkvs)):
+        q, k, _ = depthwise(linear(x, m.qkvs[i]), m.convs[i]).chunk(3, -1)
+        blk = m.act_blocks[i].act_block
+        maps.append(torch.tanh(linear(torch.nn.functional.silu(linear(q * k, blk[0])), blk[2]) * m.scale))
+    if m.global_heads:
+        gh, ws = m.global_heads, m.window_size
+        q = linear(x, m.global_q).reshape(B, H * W, gh, hd).transpose(1, 2)
+        src = avg_cells(x, min(ws, H), min(ws, W)) if ws > 1 else x
+        kv = linear(src.reshape(B, -1, C), m.global_kv).reshape(B, -1, 2, gh, hd).permute(2, 0, 3, 1, 4)
+        maps.append(softmax_weights(q, kv[0], m.scale))
+    return maps

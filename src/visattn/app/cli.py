@@ -4,7 +4,8 @@
 ``visattn bench`` runs the benchmark sweep (fast path beside the official formulation; table, CSV, JSON, PNG);
 ``visattn models`` prints the backbone table (parameters and MACs beside the papers' figures);
 ``visattn train`` / ``eval`` / ``export`` train a backbone, score a checkpoint, and export to ONNX;
-``visattn weights`` lists the official weights (and fetches one with ``--fetch NAME``).
+``visattn weights`` lists the official weights (and fetches one with ``--fetch NAME``);
+``visattn explain IMAGE`` shows what a model looks at (Grad-CAM, attention maps).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import sys
 
 from .._version import __version__
-from . import bench, evaluate, export, pretrained, summary, train, zoo
+from . import bench, evaluate, explain, export, pretrained, summary, train, zoo
 
 COMMANDS = (
     ("blocks", summary, "parameters, MACs and latency of each block (the default command)"),
@@ -23,6 +24,7 @@ COMMANDS = (
     ("eval", evaluate, "top-1 of a checkpoint"),
     ("export", export, "ONNX export with dynamic batch/size, checked by onnxruntime"),
     ("weights", pretrained, "official weights of every variant: location, licence, top-1, cached or not"),
+    ("explain", explain, "what a model looks at in an image: Grad-CAM, attention maps and distances (PNGs)"),
 )
 
 

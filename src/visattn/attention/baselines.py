@@ -15,7 +15,7 @@ from torch import nn
 from .. import _validate
 from .._modes import crop_hw, is_tracing, round_up
 from ..functional import attention, window_attention
-from ._common import dropout_p, setup_heads
+from ._common import AttentionPart, dropout_p, setup_heads
 
 
 class WindowAttention(nn.Module):
@@ -47,6 +47,12 @@ class WindowAttention(nn.Module):
         # out: (B, nh, Hp, Wp, hd)
         out = crop_hw(out, H, W).permute(0, 2, 3, 1, 4).reshape(B, H, W, C)  # (B, H, W, C)
         return self.proj_drop(self.proj(out))
+
+    def attention_parts(self, H: int, W: int) -> list[AttentionPart]:
+        """Windows of the zero-padded map, all heads (see :class:`~visattn.attention._common.AttentionPart`)."""
+        ws = self.window_size
+        return [AttentionPart("window", "window", (0, self.num_heads), (H, W), (round_up(H, ws), round_up(W, ws)),
+                              window=ws)]
 
 
 class SpatialReductionAttention(nn.Module):
@@ -86,3 +92,8 @@ class SpatialReductionAttention(nn.Module):
         kv = self.kv(src).reshape(B, M, 2, nh, hd).permute(2, 0, 3, 1, 4)  # (2, B, nh, M, hd)
         out = attention(q, kv[0], kv[1], self.scale, dropout_p(self), self.impl)  # (B, nh, N, hd)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, H, W, C)))
+
+    def attention_parts(self, H: int, W: int) -> list[AttentionPart]:
+        """Every query to the ``sr x sr``-reduced keys (a kernel clipped to the map), all heads."""
+        kh, kw = (min(self.sr_ratio, H), min(self.sr_ratio, W))
+        return [AttentionPart("reduced", "global", (0, self.num_heads), (H, W), (H // kh, W // kw), (kh, kw))]

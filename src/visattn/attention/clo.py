@@ -8,9 +8,9 @@ from torch import nn
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .. import _validate
-from .._modes import crop_hw, plain
+from .._modes import attention_recorder, crop_hw, plain
 from ..functional import attention, conv1x1
-from ._common import dropout_p, setup_heads
+from ._common import AttentionPart, dropout_p, setup_heads
 
 
 def _float(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -103,6 +103,9 @@ class CloAttention(nn.Module):
             gate = torch.tanh(self.act_blocks[i](q.float() * k.float()) * self.scale).to(q.dtype)
         else:
             gate = torch.tanh(self.act_blocks[i](q * k) * self.scale)
+        recorder = attention_recorder()
+        if recorder is not None:  # visattn.explain: the gates before dropout
+            recorder.report("gate", gate)
         p = dropout_p(self)
         return (F.dropout(gate, p) if p > 0 else gate) * v  # (B, H, W, g*hd)
 
@@ -127,6 +130,21 @@ class CloAttention(nn.Module):
         kv = kv.reshape(B, M, 2, gh, hd).permute(2, 0, 3, 1, 4)  # (2, B, gh, M, hd)
         out = attention(q, kv[0], kv[1], self.scale, dropout_p(self), self.impl)  # (B, gh, N, hd)
         return out.transpose(1, 2).reshape(B, H, W, gh * hd)  # (B, H, W, gh*hd)
+
+    def attention_parts(self, H: int, W: int) -> list[AttentionPart]:
+        """The gates of each local group (its heads, in ``group_split`` order) and the global group's attention to
+        pooled keys (the last heads), as :func:`visattn.explain.record_attention` records them."""
+        parts, start = [], 0
+        for g, k in zip(self.group_split[:-1], self.kernel_sizes, strict=True):
+            if g:
+                parts.append(AttentionPart(f"local {k}x{k}", "gate", (start, start + g), (H, W), kernel_size=k))
+                start += g
+        if self.global_heads:
+            ws = self.window_size
+            kh, kw = (min(ws, H), min(ws, W)) if ws > 1 else (1, 1)
+            parts.append(AttentionPart("global", "global", (start, self.num_heads), (H, W), (H // kh, W // kw),
+                                       (kh, kw)))
+        return parts
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, group_split={list(self.group_split)}, "

@@ -8,7 +8,7 @@ from torch import nn
 from .. import _validate
 from .._modes import is_tracing, plain
 from ..functional import dilated_attention, from_channels_first, linear_to_channels_first
-from ._common import dropout_p, setup_heads
+from ._common import AttentionPart, dropout_p, setup_heads
 
 
 class MultiScaleDilatedAttention(nn.Module):
@@ -73,15 +73,27 @@ class MultiScaleDilatedAttention(nn.Module):
                 qkv = qkv_all[:, :, g]  # (B, 3, C/G, N)
             qkv = qkv.reshape(B, 3, nhg, hd, H, W)  # (B, 3, nhg, hd, H, W)
             q, k, v = (qkv[:, t].permute(0, 1, 3, 4, 2) for t in range(3))  # 3 x (B, nhg, H, W, hd) views
-            # a dilation of max(H, W) or more puts every neighbour but the centre in the zero padding: the same result
-            # for any such dilation, so the padding is bounded by the map (dilation 2000 would pad by 2000)
-            r = r if is_tracing() else min(r, max(H, W, 1))
+            r = r if is_tracing() else _bounded(r, H, W)
             o = dilated_attention(q, k, v, self.kernel_size, r, self.scale, dropout_p(self), self.impl)
             outs.append(o.permute(0, 1, 4, 2, 3))  # (B, nhg, hd, H, W)
         out = torch.cat(outs, dim=1) if groups > 1 else outs[0]  # (B, nh, hd, H, W)
         y = from_channels_first(self.proj, out.reshape(B, C, H * W))  # (B, N, C)
         return self.proj_drop(y.view(B, H, W, C))
 
+    def attention_parts(self, H: int, W: int) -> list[AttentionPart]:
+        """One part per dilation group (heads ``[g*nh/G, (g+1)*nh/G)``), as :func:`visattn.explain.record_attention`
+        records them."""
+        nhg = self.num_heads // len(self.dilation)
+        return [AttentionPart(f"dilation {r}", "dilated", (g * nhg, (g + 1) * nhg), (H, W),
+                              kernel_size=self.kernel_size, dilation=_bounded(r, H, W))
+                for g, r in enumerate(self.dilation)]
+
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, "
                 f"dilation={list(self.dilation)}, impl={self.impl!r}")
+
+
+def _bounded(r: int, H: int, W: int) -> int:
+    """A dilation of max(H, W) or more puts every neighbour but the centre in the zero padding: the same result for
+    any such dilation, so the padding is bounded by the map (dilation 2000 would pad by 2000)."""
+    return min(r, max(H, W, 1))

@@ -9,7 +9,7 @@ from torch import nn
 from .. import _validate
 from .._modes import crop_hw, is_tracing, plain, round_up, storage_id, tensor_version
 from ..functional import attention, window_attention
-from ._common import dropout_p, setup_heads
+from ._common import AttentionPart, dropout_p, setup_heads
 
 
 class HiLoAttention(nn.Module):
@@ -88,6 +88,19 @@ class HiLoAttention(nn.Module):
             lo = lo.transpose(1, 2).reshape(B, H, W, self.l_dim)  # (B, H, W, l_dim)
             outs.append((self.l_proj, lo))
         return self.proj_drop(self._project(outs, x))
+
+    def attention_parts(self, H: int, W: int) -> list[AttentionPart]:
+        """The Hi-Fi windows (heads ``[0, h_heads)``) and the Lo-Fi attention to ``ws x ws`` average-pooled keys of
+        the padded map (the other heads), as :func:`visattn.explain.record_attention` records them."""
+        ws = self.ws
+        Hp, Wp = round_up(H, ws), round_up(W, ws)
+        parts = []
+        if self.h_heads:
+            parts.append(AttentionPart("hifi", "window", (0, self.h_heads), (H, W), (Hp, Wp), window=ws))
+        if self.l_heads:
+            grid = (Hp // ws, Wp // ws) if ws > 1 else (H, W)
+            parts.append(AttentionPart("lofi", "global", (self.h_heads, self.num_heads), (H, W), grid, (ws, ws)))
+        return parts
 
     def _input_projections(self, x, xp, H, W):
         """Hi-Fi ``qkv`` of the padded map and Lo-Fi ``q`` of the map; one matmul ``[h_qkv | l_q]`` when both

@@ -7,7 +7,7 @@ from torch import nn
 
 from .. import _validate
 from ..functional import attention
-from ._common import dropout_p, setup_heads
+from ._common import AttentionPart, dropout_p, setup_heads
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -34,6 +34,10 @@ class MultiHeadSelfAttention(nn.Module):
         out = out.transpose(1, 2).reshape(B, H, W, C)  # (B, H, W, C)
         return self.proj_drop(self.proj(out))
 
+    def attention_parts(self, H: int, W: int) -> list[AttentionPart]:
+        """Every query to every position, all heads."""
+        return [AttentionPart("global", "global", (0, self.num_heads), (H, W), (H, W))]
+
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, impl={self.impl!r}"
 
@@ -58,3 +62,7 @@ class ClassAttention(nn.Module):
         q = self.q(x[:, :1]).reshape(B, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, 1, hd)
         out = attention(q, kv[0], kv[1], self.scale, dropout_p(self), self.impl)  # (B, nh, 1, hd)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, 1, C)))  # (B, 1, C)
+
+    def attention_parts(self, N: int) -> list[AttentionPart]:
+        """The class token's softmax over itself and the other ``N - 1`` tokens, all heads."""
+        return [AttentionPart("class", "class", (0, self.num_heads), (N,))]

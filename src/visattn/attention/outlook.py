@@ -7,8 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from ..functional import from_channels_first, outlook_aggregate, outlook_attention, to_channels_first
-from ._common import dropout_p, setup_heads
+from .._modes import attention_recorder
+from ..functional import from_channels_first, outlook_aggregate, outlook_attention, outlook_grid, to_channels_first
+from ..functional.outlook import probabilities
+from ._common import AttentionPart, dropout_p, setup_heads
 
 
 class OutlookAttention(nn.Module):
@@ -74,6 +76,9 @@ class OutlookAttention(nn.Module):
         v = v.permute(0, 1, 3, 4, 2)  # (B, nh, H, W, hd) view
         p = dropout_p(self)
         if p > 0:  # dropout needs the normalised weights
+            recorder = attention_recorder()
+            if recorder is not None:  # visattn.explain: the weights before dropout
+                recorder.report("outlook", probabilities(logits.permute(0, 1, 4, 5, 2, 3), scale))
             attn = F.dropout((logits * scale).softmax(dim=3), p)  # softmax over a non-trailing axis
             out = outlook_aggregate(attn.permute(0, 1, 4, 5, 2, 3), v, k, self.padding, s, self.impl)
         else:  # softmax fused into the aggregation: less memory for backward
@@ -82,6 +87,12 @@ class OutlookAttention(nn.Module):
         out = out.permute(0, 1, 4, 2, 3).reshape(B, C, H * W)  # (B, C, N)
         y = from_channels_first(self.proj, out)  # (B, N, C)
         return self.proj_drop(y.view(B, H, W, C))
+
+    def attention_parts(self, H: int, W: int) -> list[AttentionPart]:
+        """The ``k^2 x k^2`` weights of every window of the ``ceil(H/s) x ceil(W/s)`` grid, all heads, as
+        :func:`visattn.explain.record_attention` records them."""
+        return [AttentionPart("outlook", "outlook", (0, self.num_heads), (H, W), outlook_grid(H, W, self.stride),
+                              kernel_size=self.kernel_size, padding=self.padding, stride=self.stride)]
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, "

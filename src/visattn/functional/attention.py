@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
-from .._modes import check, is_exporting
+from .._modes import attention_recorder, check, is_exporting
 
 
 def attention(q, k, v, scale: float | None = None, dropout_p: float = 0.0, impl: str = "fast"):
@@ -33,6 +33,9 @@ def attention(q, k, v, scale: float | None = None, dropout_p: float = 0.0, impl:
     _validate.impl(impl)
     if scale is None:
         scale = q.shape[-1] ** -0.5
+    recorder = attention_recorder()
+    if recorder is not None:  # visattn.explain: the reference probabilities, beside the output computed as always
+        recorder.report("softmax", probabilities(q, k, scale), values=v)
     if impl == "fast":
         if q.dim() == 4:  # (B, nh, N, hd): SDPA takes strided heads as they are, no copy
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
@@ -42,11 +45,15 @@ def attention(q, k, v, scale: float | None = None, dropout_p: float = 0.0, impl:
         v4 = v.reshape(-1, 1, *v.shape[-2:])  # (prod(lead), 1, M, hd)
         out = F.scaled_dot_product_attention(q4, k4, v4, dropout_p=dropout_p, scale=scale)
         return out.reshape(*lead, *out.shape[-2:])  # (..., N, hd)
-    attn = (q @ k.transpose(-2, -1)) * scale  # (..., N, M)
-    attn = attn.softmax(dim=-1)
+    attn = probabilities(q, k, scale)  # (..., N, M)
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
     return attn @ v  # (..., N, hd)
+
+
+def probabilities(q, k, scale: float):
+    """The attention matrix of the reference path, ``softmax(q k^T * scale)``: ``(..., N, M)``."""
+    return ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1)  # (..., N, M)
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:

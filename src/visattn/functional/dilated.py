@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
-from .._modes import is_tracing, records_grad, under_transform
+from .._modes import attention_recorder, is_tracing, records_grad, under_transform
 from ._buffers import dot_into, mul_into
 from ._counting import counted
 from ._recompute import differentiable_grads
@@ -48,25 +48,37 @@ def dilated_attention(q, k, v, kernel_size: int = 3, dilation: int = 1, scale: f
         scale = q.shape[-1] ** -0.5
     B, nh, H, W, hd = q.shape
     ks2 = kernel_size * kernel_size
+    recorder = attention_recorder()
+    if recorder is not None:  # visattn.explain: the reference probabilities, beside the output computed as always
+        recorder.report("dilated", probabilities(q, k, kernel_size, dilation, scale))
     fn = _reference if impl == "reference" else _fast
     return counted("dilated_attention", 2 * B * nh * H * W * ks2 * hd,
                    fn, q, k, v, kernel_size, dilation, scale, dropout_p)
 
 
+def _unfold(t, ks, r):
+    """The zero-padded ``k x k`` dilated neighbourhoods (the official unfold): ``(B, nh, H, W, hd)`` ->
+    ``(B, nh, hd, k*k, N)``, neighbour ``a*k + b`` at offset ``((a - k//2) r, (b - k//2) r)``."""
+    B, nh, H, W, hd = t.shape
+    t = t.permute(0, 1, 4, 2, 3).reshape(B * nh, hd, H, W)  # (B*nh, hd, H, W)
+    t = F.unfold(t, ks, dilation=r, padding=r * (ks // 2))  # (B*nh, hd*k*k, N)
+    return t.reshape(B, nh, hd, ks * ks, H * W)  # (B, nh, hd, k*k, N)
+
+
+def probabilities(q, k, kernel_size: int, dilation: int, scale: float):
+    """The attention weights of the reference path: ``(B, nh, H, W, k*k)``, neighbour ``a*k + b`` of each query at
+    offset ``((a - k//2) r, (b - k//2) r)``; neighbours outside the map are zero keys that take part."""
+    B, nh, H, W, hd = q.shape
+    kk = _unfold(k, kernel_size, dilation).permute(0, 1, 4, 2, 3)  # (B, nh, N, hd, k*k)
+    qq = q.reshape(B, nh, H * W, 1, hd)  # (B, nh, N, 1, hd)
+    attn = ((qq @ kk) * scale).softmax(dim=-1)  # (B, nh, N, 1, k*k)
+    return attn.reshape(B, nh, H, W, kernel_size * kernel_size)  # (B, nh, H, W, k*k)
+
+
 def _reference(q, k, v, ks, r, scale, dropout_p):
     B, nh, H, W, hd = q.shape
-    pad = r * (ks // 2)
-
-    def unfold(t):
-        t = t.permute(0, 1, 4, 2, 3).reshape(B * nh, hd, H, W)  # (B*nh, hd, H, W)
-        t = F.unfold(t, ks, dilation=r, padding=pad)  # (B*nh, hd*k*k, N)
-        return t.reshape(B, nh, hd, ks * ks, H * W)  # (B, nh, hd, k*k, N)
-
-    kk = unfold(k).permute(0, 1, 4, 2, 3)  # (B, nh, N, hd, k*k)
-    vv = unfold(v).permute(0, 1, 4, 3, 2)  # (B, nh, N, k*k, hd)
-    qq = q.reshape(B, nh, H * W, 1, hd)  # (B, nh, N, 1, hd)
-    attn = (qq @ kk) * scale  # (B, nh, N, 1, k*k)
-    attn = attn.softmax(dim=-1)
+    vv = _unfold(v, ks, r).permute(0, 1, 4, 3, 2)  # (B, nh, N, k*k, hd)
+    attn = probabilities(q, k, ks, r, scale).reshape(B, nh, H * W, 1, ks * ks)  # (B, nh, N, 1, k*k)
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
     out = attn @ vv  # (B, nh, N, 1, hd)

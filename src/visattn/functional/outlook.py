@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
-from .._modes import check, is_compiling, is_graph_exporting, records_grad, under_transform
+from .._modes import attention_recorder, check, is_compiling, is_graph_exporting, records_grad, under_transform
 from ._buffers import can_overwrite, dot_into
 from ._counting import counted
 from ._recompute import differentiable_grads
@@ -73,8 +73,11 @@ def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride:
     _validate.impl(impl)
     if _compiled_strided(stride):
         return _eager_outlook_attention(logits, v, kernel_size, padding, stride, scale, impl)
+    recorder = attention_recorder()
+    if recorder is not None:  # visattn.explain: taken before the fast path may normalise the logits in place
+        recorder.report("outlook", probabilities(logits, scale))
     if impl == "reference" or under_transform() or is_graph_exporting():  # plain differentiable ops
-        return outlook_aggregate((logits * scale).softmax(dim=-1), v, kernel_size, padding, stride, impl)
+        return outlook_aggregate(probabilities(logits, scale), v, kernel_size, padding, stride, impl)
     if not records_grad(logits, v):
         ac = logits.permute(0, 1, 4, 5, 2, 3)  # (B, nh, k*k, k*k, h, w): softmax over a non-trailing axis
         if can_overwrite(ac) and scale == 1:  # eager inference on fresh logits: the softmax in place
@@ -93,6 +96,12 @@ def outlook_attention(logits, v, kernel_size: int = 3, padding: int = 1, stride:
         return out.permute(0, 1, 3, 4, 2)  # (B, nh, H, W, hd) view
 
     return counted("outlook_aggregate", B * nh * h * w * ks ** 4 * hd, fused, logits, v, ks, padding, stride)
+
+
+def probabilities(logits, scale: float = 1.0):
+    """The window weights of the reference path, ``softmax(logits * scale)`` over the last axis:
+    ``(B, nh, h, w, k*k, k*k)``, indexed ``[..., m, n]`` as :func:`outlook_aggregate` takes them."""
+    return (logits * scale).softmax(dim=-1)  # (B, nh, h, w, k*k, k*k)
 
 
 def _compiled_strided(stride) -> bool:
